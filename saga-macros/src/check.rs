@@ -1,0 +1,423 @@
+//! The rules that span several items: where each parameter's value comes
+//! from, how steps pair with compensations, and where the pivot stands.
+//! Produces the resolved plan `expand` generates code from.
+
+use std::collections::BTreeSet;
+
+use syn::{Ident, Type};
+
+use crate::ast::{self, Param, Saga, Signature};
+use crate::ctxt::Ctxt;
+
+/// Names with a meaning of their own, which no step may take.
+const RESERVED_STEP_NAMES: &[&str] = &["input", "cx"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Compensatable,
+    Readonly,
+    Pivot,
+    Forward,
+}
+
+/// Where a parameter's value comes from.
+#[derive(Clone, Copy)]
+pub enum Source {
+    Input,
+    Cx,
+    /// The output of step `index`; `by_value` clones it (compensations only).
+    Step {
+        index: usize,
+        by_value: bool,
+    },
+}
+
+pub struct Arg<'a> {
+    pub param: &'a Param<'a>,
+    pub source: Source,
+}
+
+pub struct CheckedStep<'a> {
+    pub kind: Kind,
+    pub args: Vec<Arg<'a>>,
+    pub deps: Vec<usize>,
+    pub compensation: Option<Compensation<'a>>,
+}
+
+pub struct Compensation<'a> {
+    pub sig: Signature<'a>,
+}
+
+pub struct CompensationArgs<'a> {
+    pub args: Vec<Arg<'a>>,
+}
+
+/// Resolves and checks the saga. Returns `None` (with errors in `cx`) if
+/// code cannot be generated.
+pub fn check<'a>(saga: &'a Saga<'a>, cx: &mut Ctxt) -> Vec<CheckedStep<'a>> {
+    let mut out = Vec::with_capacity(saga.steps.len());
+    let pivot = pivot_index(saga, cx);
+    check_names(saga, cx);
+    let mut paired: Vec<(&Ident, &Ident)> = Vec::new();
+    for (i, step) in saga.steps.iter().enumerate() {
+        let (args, deps) = resolve_step_params(saga, i, cx);
+        let kind = kind_of(saga, i, pivot, cx);
+        let compensation = match &step.args.compensate {
+            Some(target) => resolve_compensation(saga, i, target, &mut paired, cx),
+            None => {
+                if let Some(spec) = &step.args.compensate_retry {
+                    cx.syn_error(syn::Error::new(
+                        spec.span,
+                        format!(
+                            "`compensate_retry` needs a compensation: add `compensate = ..` to step `{}`",
+                            step.name
+                        ),
+                    ));
+                }
+                None
+            }
+        };
+        out.push(CheckedStep {
+            kind,
+            args,
+            deps,
+            compensation,
+        });
+    }
+    out
+}
+
+fn pivot_index(saga: &Saga, cx: &mut Ctxt) -> Option<usize> {
+    let mut pivot: Option<usize> = None;
+    for (i, step) in saga.steps.iter().enumerate() {
+        let Some(span) = step.args.pivot else {
+            continue;
+        };
+        match pivot {
+            Some(first) => cx.syn_error(syn::Error::new(
+                span,
+                format!(
+                    "a saga has at most one pivot, and `{}` already is: the pivot is the single point of no return",
+                    saga.steps[first].name
+                ),
+            )),
+            None => pivot = Some(i),
+        }
+    }
+    pivot
+}
+
+fn kind_of(saga: &Saga, i: usize, pivot: Option<usize>, cx: &mut Ctxt) -> Kind {
+    let step = &saga.steps[i];
+    let name = step.name;
+    let args = &step.args;
+    if let (Some(readonly), Some(_)) = (args.readonly, args.pivot) {
+        cx.syn_error(syn::Error::new(
+            readonly,
+            format!("step `{name}` cannot be both `pivot` and `readonly`: the pivot is the step that commits"),
+        ));
+    }
+    if args.pivot.is_some() && pivot == Some(i) {
+        if let Some(target) = &args.compensate {
+            cx.error_spanned_by(
+                target,
+                format!("the pivot `{name}` is never compensated: once it succeeds the saga only goes forward; remove `compensate = {target}`"),
+            );
+        }
+        return Kind::Pivot;
+    }
+    if let Some(readonly) = args.readonly {
+        if let Some(target) = &args.compensate {
+            cx.syn_error(syn::Error::new(
+                readonly,
+                format!("step `{name}` is `readonly` yet has `compensate = {target}`: remove `readonly` if it changes something, or the compensation if not"),
+            ));
+        }
+        return Kind::Readonly;
+    }
+    match pivot {
+        Some(p) if i > p => {
+            if let Some(target) = &args.compensate {
+                cx.error_spanned_by(
+                    target,
+                    format!(
+                        "step `{name}` runs after the pivot `{}`, so it is never undone (it is retried until it succeeds): remove `compensate = {target}`",
+                        saga.steps[p].name
+                    ),
+                );
+            }
+            Kind::Forward
+        }
+        _ => {
+            if args.compensate.is_none() && args.pivot.is_none() {
+                let why = match pivot {
+                    Some(p) => format!("runs before the pivot `{}`", saga.steps[p].name),
+                    None => "belongs to a saga without a pivot".to_string(),
+                };
+                cx.error_spanned_by(
+                    name,
+                    format!(
+                        "step `{name}` {why} and has no compensation: add `#[step(compensate = undo_{name})]`, mark it `readonly` if it changes nothing, or make the step that commits the `pivot`"
+                    ),
+                );
+            }
+            Kind::Compensatable
+        }
+    }
+}
+
+fn check_names(saga: &Saga, cx: &mut Ctxt) {
+    for step in &saga.steps {
+        if RESERVED_STEP_NAMES.iter().any(|r| step.name == r) {
+            cx.error_spanned_by(
+                step.name,
+                format!("a step cannot be called `{}`: that name means the saga's {} in parameter lists; rename the step", step.name, if step.name == "input" { "input" } else { "context" }),
+            );
+        }
+    }
+    let all = saga
+        .steps
+        .iter()
+        .map(|s| s.name)
+        .chain(saga.methods.iter().map(|m| m.name));
+    for name in all {
+        if name == "definition" {
+            cx.error_spanned_by(
+                name,
+                "`definition` is generated by `#[saga]` (`MySaga::definition()`): rename this method",
+            );
+        }
+    }
+    if let Some(outputs) = &saga.args.outputs {
+        if *outputs == saga.self_ident {
+            cx.error_spanned_by(
+                outputs,
+                "the outputs struct needs a name of its own, not the saga's",
+            );
+        }
+    }
+}
+
+fn resolve_step_params<'a>(
+    saga: &'a Saga<'a>,
+    i: usize,
+    cx: &mut Ctxt,
+) -> (Vec<Arg<'a>>, Vec<usize>) {
+    let step = &saga.steps[i];
+    let mut args = Vec::new();
+    let mut deps = BTreeSet::new();
+    for param in &step.sig.params {
+        let source = if param.name == "input" {
+            Source::Input
+        } else if param.name == "cx" {
+            Source::Cx
+        } else {
+            match saga.step_index(param.name) {
+                Some(j) if j < i => {
+                    require_reference(
+                        param,
+                        "a step receives an earlier step's output by reference",
+                        cx,
+                    );
+                    deps.insert(j);
+                    Source::Step {
+                        index: j,
+                        by_value: false,
+                    }
+                }
+                Some(j) if j == i => {
+                    cx.error_spanned_by(
+                        param.name,
+                        format!(
+                            "step `{}` cannot take its own output as a parameter",
+                            step.name
+                        ),
+                    );
+                    continue;
+                }
+                Some(_) => {
+                    cx.error_spanned_by(
+                        param.name,
+                        format!(
+                            "`{}` is a step declared after `{}`: a step can only use the outputs of steps declared before it (move `{}` above `{}`, or drop this parameter)",
+                            param.name, step.name, param.name, step.name
+                        ),
+                    );
+                    continue;
+                }
+                None => {
+                    let mut in_scope = vec!["`input`".to_string(), "`cx`".to_string()];
+                    in_scope.extend(saga.steps[..i].iter().map(|s| format!("`{}`", s.name)));
+                    cx.error_spanned_by(
+                        param.name,
+                        format!(
+                            "parameter `{}` of step `{}` names nothing a step can receive; the names in scope are {}",
+                            param.name,
+                            step.name,
+                            in_scope.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+            }
+        };
+        if matches!(source, Source::Input | Source::Cx) {
+            require_reference(param, "it is passed by reference", cx);
+        }
+        args.push(Arg { param, source });
+    }
+    (args, deps.into_iter().collect())
+}
+
+fn resolve_compensation<'a>(
+    saga: &'a Saga<'a>,
+    i: usize,
+    target: &'a Ident,
+    paired: &mut Vec<(&'a Ident, &'a Ident)>,
+    cx: &mut Ctxt,
+) -> Option<Compensation<'a>> {
+    let step = &saga.steps[i];
+    if saga.step_index(target).is_some() {
+        cx.error_spanned_by(
+            target,
+            format!(
+                "`{target}` is a step; a compensation is a plain async method without `#[step]`"
+            ),
+        );
+        return None;
+    }
+    let Some(method) = saga.method(target) else {
+        let others: Vec<String> = saga
+            .methods
+            .iter()
+            .filter(|m| m.func.sig.asyncness.is_some())
+            .map(|m| format!("`{}`", m.name))
+            .collect();
+        let hint = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (async methods here: {})", others.join(", "))
+        };
+        cx.error_spanned_by(
+            target,
+            format!(
+                "no method `{target}` in this impl{hint}: add `async fn {target}(&self, {}: ..) -> Result<(), MyError>`",
+                step.name
+            ),
+        );
+        return None;
+    };
+    if let Some((_, first)) = paired.iter().find(|(t, _)| *t == target) {
+        cx.error_spanned_by(
+            target,
+            format!("`{target}` already compensates step `{first}`: each step needs a compensation of its own"),
+        );
+        return None;
+    }
+    paired.push((target, step.name));
+    let sig = ast::signature(method.func, "compensation", cx)?;
+    Some(Compensation { sig })
+}
+
+/// Resolves a compensation's parameters: its step's own output (by value or
+/// by reference), `input`, `cx`, or an ancestor's output by reference.
+pub fn compensation_args<'a>(
+    saga: &'a Saga<'a>,
+    checked: &[CheckedStep<'a>],
+    i: usize,
+    sig: &'a Signature<'a>,
+    cx: &mut Ctxt,
+) -> CompensationArgs<'a> {
+    let step = &saga.steps[i];
+    let ancestors = ancestors(checked, i);
+    let mut args = Vec::new();
+    for param in &sig.params {
+        let source = if param.name == step.name {
+            Source::Step {
+                index: i,
+                by_value: !matches!(param.ty, Type::Reference(_)),
+            }
+        } else if param.name == "input" {
+            require_reference(param, "it is passed by reference", cx);
+            Source::Input
+        } else if param.name == "cx" {
+            require_reference(param, "it is passed by reference", cx);
+            Source::Cx
+        } else if let Some(j) = saga
+            .step_index(param.name)
+            .filter(|j| ancestors.contains(j))
+        {
+            require_reference(
+                param,
+                "a compensation receives an ancestor's output by reference",
+                cx,
+            );
+            Source::Step {
+                index: j,
+                by_value: false,
+            }
+        } else {
+            let mut allowed = vec![
+                format!("`{}` (its step's output)", step.name),
+                "`input`".into(),
+                "`cx`".into(),
+            ];
+            allowed.extend(
+                ancestors
+                    .iter()
+                    .map(|j| format!("`{}`", saga.steps[*j].name)),
+            );
+            cx.error_spanned_by(
+                param.name,
+                format!(
+                    "compensation `{}` of step `{}` cannot take `{}`; it can take {}",
+                    sig.func.sig.ident,
+                    step.name,
+                    param.name,
+                    allowed.join(", ")
+                ),
+            );
+            continue;
+        };
+        args.push(Arg { param, source });
+    }
+    if let Some(ty) = sig.output_type() {
+        if !is_unit(ty) {
+            cx.error_spanned_by(
+                ty,
+                "a compensation returns `Result<(), E>`: it undoes, it produces nothing",
+            );
+        }
+    }
+    CompensationArgs { args }
+}
+
+/// The steps `i` depends on, directly or not, sorted.
+fn ancestors(checked: &[CheckedStep], i: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<usize> = checked[i].deps.clone();
+    while let Some(j) = stack.pop() {
+        if seen.insert(j) {
+            stack.extend(checked[j].deps.iter().copied());
+        }
+    }
+    seen
+}
+
+fn require_reference(param: &Param, why: &str, cx: &mut Ctxt) {
+    if !matches!(param.ty, Type::Reference(r) if r.mutability.is_none()) {
+        let ty = param.ty;
+        cx.error_spanned_by(
+            ty,
+            format!(
+                "`{}` must be a shared reference, such as `&{}`: {why}",
+                param.name,
+                quote::quote!(#ty)
+            ),
+        );
+    }
+}
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}

@@ -1,0 +1,103 @@
+//! What is emitted when the saga has errors: the errors, the user's impl
+//! (so its methods exist and calls to them do not fail too), and, when the
+//! shape is known, the outputs struct and a placeholder `Saga` impl, so that
+//! code using the saga elsewhere does not fail for an unrelated reason.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{ImplItem, ItemImpl};
+
+use crate::ast::Saga;
+use crate::ctxt::Ctxt;
+use crate::{attr, expand};
+
+pub fn emit(item: &ItemImpl, saga: Option<&Saga>, cx: Ctxt) -> TokenStream {
+    let errors = cx.into_error().map(|e| e.to_compile_error());
+    let stripped = strip(item);
+    let placeholder = saga.and_then(placeholder);
+    quote! {
+        #errors
+        #stripped
+        #placeholder
+    }
+}
+
+/// The impl as written, minus the `#[step]` attributes `#[saga]` consumed.
+pub fn strip(item: &ItemImpl) -> ItemImpl {
+    let mut item = item.clone();
+    for impl_item in &mut item.items {
+        if let ImplItem::Fn(func) = impl_item {
+            func.attrs.retain(|a| !attr::is_step(a));
+        }
+    }
+    item
+}
+
+fn placeholder(saga: &Saga) -> Option<TokenStream> {
+    let input = saga.args.input.as_ref()?;
+    let self_ty = &saga.item.self_ty;
+    let outputs = saga.outputs_ident();
+    let outputs_struct = expand::outputs_struct(saga);
+    let name = saga.name();
+    Some(quote! {
+        #outputs_struct
+
+        const _: () = {
+            static __SAGA_DEFINITION: ::saga::__private::Definition =
+                ::saga::__private::Definition::__new(#name, 0, &[], ::core::option::Option::None);
+
+            impl ::saga::__private::Saga for #self_ty {
+                type Input = #input;
+                type Outputs = #outputs;
+                type State = ();
+
+                fn definition() -> &'static ::saga::__private::Definition {
+                    &__SAGA_DEFINITION
+                }
+
+                fn __run_step<'__saga>(
+                    &'__saga self,
+                    _: usize,
+                    _: &'__saga Self::Input,
+                    _: &'__saga mut (),
+                    _: &'__saga ::saga::__private::StepContext,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<(), ::saga::__private::StepError>,
+                > + ::core::marker::Send + '__saga {
+                    async { ::core::unreachable!("this saga did not compile") }
+                }
+
+                fn __compensate<'__saga>(
+                    &'__saga self,
+                    _: usize,
+                    _: &'__saga Self::Input,
+                    _: &'__saga (),
+                    _: &'__saga ::saga::__private::StepContext,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<(), ::saga::__private::StepError>,
+                > + ::core::marker::Send + '__saga {
+                    async { ::core::unreachable!("this saga did not compile") }
+                }
+
+                fn __outputs(_: ()) -> #outputs {
+                    ::core::unreachable!("this saga did not compile")
+                }
+
+                fn __encode_output(
+                    _: &(),
+                    _: usize,
+                ) -> ::core::result::Result<::saga::__private::serde_json::Value, ::saga::__private::serde_json::Error> {
+                    ::core::unreachable!("this saga did not compile")
+                }
+
+                fn __decode_output(
+                    _: &mut (),
+                    _: usize,
+                    _: ::saga::__private::serde_json::Value,
+                ) -> ::core::result::Result<(), ::saga::__private::serde_json::Error> {
+                    ::core::unreachable!("this saga did not compile")
+                }
+            }
+        };
+    })
+}

@@ -1,0 +1,235 @@
+//! Errors: the error a step fails with and how it is classified, and the
+//! errors of the runtime itself.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// The error of a failed step or compensation, classified as retryable or
+/// permanent.
+///
+/// A step may return any `std::error::Error + Send + Sync + 'static` as its
+/// error; the runtime wraps it in a `StepError`, asking [`Classify`] whether it
+/// is retryable (by default it is). A step can also return `StepError` itself
+/// and decide per error with [`permanent`] and [`retryable`]; `?` converts any
+/// error into a retryable `StepError`.
+///
+/// ```
+/// use saga_runtime::{permanent, StepError};
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("insufficient funds")]
+/// struct Insufficient;
+///
+/// let e: StepError = permanent(Insufficient);
+/// assert!(!e.is_retryable());
+/// assert_eq!(e.to_string(), "insufficient funds");
+/// let e: StepError = Insufficient.into();
+/// assert!(e.is_retryable());
+/// ```
+pub struct StepError {
+    inner: Box<dyn StdError + Send + Sync + 'static>,
+    retryable: bool,
+}
+
+impl StepError {
+    /// Wraps `error` with an explicit classification.
+    pub fn new<E>(error: E, retryable: bool) -> StepError
+    where
+        E: StdError + Send + Sync + 'static,
+    {
+        StepError {
+            inner: Box::new(error),
+            retryable,
+        }
+    }
+
+    /// A retryable error carrying only a message.
+    ///
+    /// ```
+    /// # use saga_runtime::StepError;
+    /// assert_eq!(StepError::msg("bank unavailable").to_string(), "bank unavailable");
+    /// ```
+    pub fn msg(message: impl Into<String>) -> StepError {
+        StepError::new(Message(message.into()), true)
+    }
+
+    pub(crate) fn timed_out(after: Duration) -> StepError {
+        StepError::new(TimedOut(after), true)
+    }
+
+    pub(crate) fn panicked(message: String) -> StepError {
+        StepError::new(Message(format!("panicked: {message}")), false)
+    }
+
+    /// Whether the runtime may retry after this error.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// The wrapped error.
+    pub fn get_ref(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.inner
+    }
+
+    /// The wrapped error, if it is an `E`.
+    ///
+    /// ```
+    /// # use saga_runtime::StepError;
+    /// let e = StepError::from(std::fmt::Error);
+    /// assert!(e.downcast_ref::<std::fmt::Error>().is_some());
+    /// ```
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        self.inner.downcast_ref::<E>()
+    }
+
+    /// The error and its sources, joined with `: `.
+    pub(crate) fn chain_string(&self) -> String {
+        let mut text = self.inner.to_string();
+        let mut source = self.inner.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+}
+
+impl<E> From<E> for StepError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        StepError::new(error, true)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepError")
+            .field("error", &self.inner)
+            .field("retryable", &self.retryable)
+            .finish()
+    }
+}
+
+/// Marks `error` as permanent: the step is not retried and the saga rolls
+/// back (or, after the pivot, becomes stuck).
+///
+/// ```
+/// # use saga_runtime::permanent;
+/// assert!(!permanent(std::fmt::Error).is_retryable());
+/// ```
+pub fn permanent<E>(error: E) -> StepError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    StepError::new(error, false)
+}
+
+/// Marks `error` as retryable: the step's retry policy decides what happens.
+///
+/// ```
+/// # use saga_runtime::retryable;
+/// assert!(retryable(std::fmt::Error).is_retryable());
+/// ```
+pub fn retryable<E>(error: E) -> StepError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    StepError::new(error, true)
+}
+
+/// Classifies a step's own error type as retryable or permanent.
+///
+/// Implement it for your error type to decide per variant; error types that
+/// do not implement it are treated as retryable.
+///
+/// ```
+/// use saga_runtime::Classify;
+/// #[derive(Debug, thiserror::Error)]
+/// enum LedgerError {
+///     #[error("bank unavailable")]
+///     Unavailable,
+///     #[error("insufficient funds")]
+///     Insufficient,
+/// }
+/// impl Classify for LedgerError {
+///     fn is_retryable(&self) -> bool {
+///         matches!(self, LedgerError::Unavailable)
+///     }
+/// }
+/// assert!(!LedgerError::Insufficient.is_retryable());
+/// ```
+pub trait Classify {
+    /// `true` if another attempt may succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Classify for StepError {
+    fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// An error carrying only a message.
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Message {}
+
+/// An attempt that ran past its timeout.
+#[derive(Debug)]
+struct TimedOut(Duration);
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt timed out after {:?}", self.0)
+    }
+}
+
+impl StdError for TimedOut {}
+
+/// An error of the runtime itself (not of a step: those end up in an
+/// [`Outcome`](crate::Outcome)'s report).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `start`/`run` was called for a saga type never registered.
+    #[error("saga `{saga}` is not registered: call `runtime.register(Arc::new(..))` first")]
+    NotRegistered {
+        /// The saga's name.
+        saga: &'static str,
+    },
+    /// Options named a step or compensation the saga does not have.
+    #[error("saga `{saga}` has no step or compensation named `{name}` (it has: {known})")]
+    UnknownStep {
+        /// The saga's name.
+        saga: &'static str,
+        /// The name given.
+        name: String,
+        /// The names that exist, comma separated.
+        known: String,
+    },
+    /// The task running the saga ended without an outcome (the runtime shut
+    /// down, or the executor itself panicked).
+    #[error("saga {id} ended without an outcome: {reason}")]
+    Aborted {
+        /// The saga run.
+        id: crate::SagaId,
+        /// What happened.
+        reason: String,
+    },
+}

@@ -1,0 +1,263 @@
+//! Per-run options: a deadline, retry overrides, and the test aids (fault
+//! injection and the idempotency check).
+
+use std::fmt;
+use std::ops::{Bound, RangeBounds};
+use std::time::Duration;
+
+use crate::{Definition, Error, Phase, RetryPolicy, SagaId, StepError};
+
+/// Options for one saga run.
+///
+/// ```
+/// use saga_runtime::{Faults, RetryPolicy, SagaOptions};
+/// use std::time::Duration;
+///
+/// let options = SagaOptions::new()
+///     .deadline(Duration::from_secs(30))
+///     .retry("hold", RetryPolicy::attempts(10))
+///     .faults(Faults::new().fail_step("credit", 1..=2))
+///     .check_idempotency(true);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SagaOptions {
+    pub(crate) id: Option<SagaId>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) retry: Vec<(String, Phase, RetryPolicy)>,
+    pub(crate) faults: Faults,
+    pub(crate) repeat: bool,
+}
+
+impl SagaOptions {
+    /// The defaults: the policies from the attributes, no deadline unless the
+    /// saga declares one, no faults.
+    pub fn new() -> SagaOptions {
+        SagaOptions::default()
+    }
+
+    /// Runs the saga under this id instead of a fresh one (for example an id
+    /// derived from a request, so a retried request finds the same saga).
+    pub fn id(mut self, id: SagaId) -> SagaOptions {
+        self.id = Some(id);
+        self
+    }
+
+    /// After `deadline`, forward work stops and the saga rolls back (unless it
+    /// is past its pivot). Overrides `#[saga(deadline = "..")]`.
+    pub fn deadline(mut self, deadline: Duration) -> SagaOptions {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Overrides the retry policy of step `step`.
+    pub fn retry(mut self, step: impl Into<String>, policy: RetryPolicy) -> SagaOptions {
+        self.retry.push((step.into(), Phase::Forward, policy));
+        self
+    }
+
+    /// Overrides the retry policy of the compensation named `compensation`.
+    pub fn compensation_retry(
+        mut self,
+        compensation: impl Into<String>,
+        policy: RetryPolicy,
+    ) -> SagaOptions {
+        self.retry
+            .push((compensation.into(), Phase::Compensation, policy));
+        self
+    }
+
+    /// Injects failures (for tests).
+    pub fn faults(mut self, faults: Faults) -> SagaOptions {
+        self.faults = faults;
+        self
+    }
+
+    /// Runs every step and every compensation twice in a row with the same
+    /// idempotency key (for tests): a saga whose services are idempotent
+    /// under the key behaves exactly as if each ran once.
+    pub fn check_idempotency(mut self, on: bool) -> SagaOptions {
+        self.repeat = on;
+        self
+    }
+
+    /// Resolves names against the saga's definition.
+    pub(crate) fn plan(self, def: &'static Definition) -> Result<Plan, Error> {
+        let lookup = |name: &str, phase: Phase| {
+            let found = match phase {
+                Phase::Forward => def.step_index(name),
+                Phase::Compensation => def.compensation_index(name),
+            };
+            found.ok_or_else(|| Error::UnknownStep {
+                saga: def.name(),
+                name: name.to_string(),
+                known: def.known_names(),
+            })
+        };
+        let mut retry = Vec::with_capacity(self.retry.len());
+        for (name, phase, policy) in &self.retry {
+            retry.push((lookup(name, *phase)?, *phase, *policy));
+        }
+        let mut faults = Vec::with_capacity(self.faults.rules.len());
+        for rule in &self.faults.rules {
+            let index = lookup(&rule.name, rule.phase)?;
+            faults.push((index, rule.clone()));
+        }
+        Ok(Plan {
+            deadline: self.deadline.or(def.deadline()),
+            retry,
+            faults,
+            repeat: self.repeat,
+        })
+    }
+}
+
+/// Options resolved against a definition: names became step indices.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub(crate) deadline: Option<Duration>,
+    retry: Vec<(usize, Phase, RetryPolicy)>,
+    faults: Vec<(usize, FaultRule)>,
+    pub(crate) repeat: bool,
+}
+
+impl Plan {
+    pub(crate) fn policy(&self, def: &Definition, step: usize, phase: Phase) -> RetryPolicy {
+        let overridden = self
+            .retry
+            .iter()
+            .rev()
+            .find(|(i, p, _)| *i == step && *p == phase);
+        match (overridden, phase) {
+            (Some((_, _, policy)), _) => *policy,
+            (None, Phase::Forward) => def.steps()[step].retry(),
+            (None, Phase::Compensation) => def.steps()[step].compensation_retry(),
+        }
+    }
+
+    pub(crate) fn fault(&self, step: usize, phase: Phase, attempt: u32) -> Option<StepError> {
+        self.faults
+            .iter()
+            .find(|(i, rule)| *i == step && rule.phase == phase && rule.covers(attempt))
+            .map(|(_, rule)| {
+                StepError::new(
+                    InjectedFault {
+                        name: rule.name.clone(),
+                        attempt,
+                    },
+                    rule.retryable,
+                )
+            })
+    }
+}
+
+/// Failures to inject into a run, by step or compensation name and attempt
+/// number, for tests. An injected failure replaces the call: the step or
+/// compensation is not invoked for that attempt.
+///
+/// ```
+/// use saga_runtime::Faults;
+/// let faults = Faults::new()
+///     .fail_step("hold", 1..=2)            // first two attempts fail, retryably
+///     .fail_step_permanently("capture")    // every attempt fails, permanently
+///     .fail_compensation("release_hold", 1..); // the compensation never succeeds
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    rules: Vec<FaultRule>,
+}
+
+#[derive(Clone, Debug)]
+struct FaultRule {
+    name: String,
+    phase: Phase,
+    first: u32,
+    last: u32,
+    retryable: bool,
+}
+
+impl FaultRule {
+    fn covers(&self, attempt: u32) -> bool {
+        self.first <= attempt && attempt <= self.last
+    }
+}
+
+impl Faults {
+    /// No faults.
+    pub fn new() -> Faults {
+        Faults::default()
+    }
+
+    /// Whether no fault is planned.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Step `step` fails with a retryable error on the given attempts
+    /// (counting from 1).
+    pub fn fail_step(self, step: &str, attempts: impl RangeBounds<u32>) -> Faults {
+        self.rule(step, Phase::Forward, attempts, true)
+    }
+
+    /// Step `step` fails with a permanent error on every attempt.
+    pub fn fail_step_permanently(self, step: &str) -> Faults {
+        self.rule(step, Phase::Forward, 1.., false)
+    }
+
+    /// The compensation named `compensation` fails with a retryable error on
+    /// the given attempts.
+    pub fn fail_compensation(self, compensation: &str, attempts: impl RangeBounds<u32>) -> Faults {
+        self.rule(compensation, Phase::Compensation, attempts, true)
+    }
+
+    /// The compensation named `compensation` fails with a permanent error on
+    /// every attempt.
+    pub fn fail_compensation_permanently(self, compensation: &str) -> Faults {
+        self.rule(compensation, Phase::Compensation, 1.., false)
+    }
+
+    fn rule(
+        mut self,
+        name: &str,
+        phase: Phase,
+        attempts: impl RangeBounds<u32>,
+        retryable: bool,
+    ) -> Faults {
+        let first = match attempts.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.saturating_add(1),
+            Bound::Unbounded => 1,
+        };
+        let last = match attempts.end_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.saturating_sub(1),
+            Bound::Unbounded => u32::MAX,
+        };
+        self.rules.push(FaultRule {
+            name: name.to_string(),
+            phase,
+            first,
+            last,
+            retryable,
+        });
+        self
+    }
+}
+
+/// The error of an injected failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedFault {
+    name: String,
+    attempt: u32,
+}
+
+impl fmt::Display for InjectedFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "injected fault in `{}` (attempt {})",
+            self.name, self.attempt
+        )
+    }
+}
+
+impl std::error::Error for InjectedFault {}

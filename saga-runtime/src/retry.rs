@@ -1,0 +1,289 @@
+//! Retry policies: how many attempts a step or compensation gets, how long to
+//! wait between them, and how long one attempt may take.
+//!
+//! A policy is plain data so the `#[step(retry(...))]` attribute can build it in
+//! a `static`, and a caller can override it per saga run with
+//! [`SagaOptions::retry`](crate::SagaOptions::retry).
+
+use std::time::Duration;
+
+/// How many attempts, how far apart, and how long each may take.
+///
+/// ```
+/// use saga_runtime::{Backoff, RetryPolicy};
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::attempts(5)
+///     .backoff(Backoff::exponential(Duration::from_millis(20), Duration::from_secs(1)))
+///     .timeout(Duration::from_secs(2));
+/// assert_eq!(policy.max_attempts(), Some(5));
+/// assert!(policy.allows_attempt(5) && !policy.allows_attempt(6));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// `None` means retry forever.
+    max_attempts: Option<u32>,
+    backoff: Backoff,
+    timeout: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// The default for steps before the pivot: 3 attempts, exponential backoff
+    /// from 100 ms to 5 s with jitter, no per-attempt timeout.
+    pub const STEP: RetryPolicy = RetryPolicy {
+        max_attempts: Some(3),
+        backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_secs(5)),
+        timeout: None,
+    };
+
+    /// The default for steps after the pivot and for compensations: retry
+    /// forever, exponential backoff from 100 ms capped at 30 s, with jitter.
+    /// After the pivot there is no way back, and a compensation that gives up
+    /// leaves the saga stuck, so both keep trying until told otherwise.
+    pub const FOREVER: RetryPolicy = RetryPolicy {
+        max_attempts: None,
+        backoff: Backoff::exponential(Duration::from_millis(100), Duration::from_secs(30)),
+        timeout: None,
+    };
+
+    /// A policy allowing at most `n` attempts (at least one), with no backoff.
+    ///
+    /// ```
+    /// # use saga_runtime::RetryPolicy;
+    /// assert_eq!(RetryPolicy::attempts(0).max_attempts(), Some(1));
+    /// ```
+    pub const fn attempts(n: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: Some(if n == 0 { 1 } else { n }),
+            backoff: Backoff::none(),
+            timeout: None,
+        }
+    }
+
+    /// A policy that never gives up, with no backoff.
+    ///
+    /// ```
+    /// # use saga_runtime::RetryPolicy;
+    /// assert_eq!(RetryPolicy::forever().max_attempts(), None);
+    /// ```
+    pub const fn forever() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: None,
+            backoff: Backoff::none(),
+            timeout: None,
+        }
+    }
+
+    /// A policy of exactly one attempt.
+    ///
+    /// ```
+    /// # use saga_runtime::RetryPolicy;
+    /// assert!(!RetryPolicy::once().allows_attempt(2));
+    /// ```
+    pub const fn once() -> RetryPolicy {
+        RetryPolicy::attempts(1)
+    }
+
+    /// The same policy with at most `n` attempts (at least one).
+    pub const fn with_attempts(mut self, n: u32) -> RetryPolicy {
+        self.max_attempts = Some(if n == 0 { 1 } else { n });
+        self
+    }
+
+    /// The same policy, retrying forever.
+    pub const fn with_unlimited_attempts(mut self) -> RetryPolicy {
+        self.max_attempts = None;
+        self
+    }
+
+    /// Replaces the wait between attempts.
+    pub const fn backoff(mut self, backoff: Backoff) -> RetryPolicy {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Bounds each attempt: an attempt still running after `timeout` is dropped
+    /// and counts as a retryable failure.
+    ///
+    /// ```
+    /// # use saga_runtime::RetryPolicy;
+    /// # use std::time::Duration;
+    /// let p = RetryPolicy::attempts(2).timeout(Duration::from_millis(50));
+    /// assert_eq!(p.attempt_timeout(), Some(Duration::from_millis(50)));
+    /// ```
+    pub const fn timeout(mut self, timeout: Duration) -> RetryPolicy {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Removes the per-attempt timeout.
+    pub const fn no_timeout(mut self) -> RetryPolicy {
+        self.timeout = None;
+        self
+    }
+
+    /// The most attempts this policy allows, `None` for unlimited.
+    pub const fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    /// The wait between attempts.
+    pub const fn backoff_policy(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// The per-attempt timeout, if any.
+    pub const fn attempt_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Whether attempt number `attempt` (counting from 1) may run.
+    pub const fn allows_attempt(&self, attempt: u32) -> bool {
+        match self.max_attempts {
+            Some(max) => attempt <= max,
+            None => true,
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::STEP
+    }
+}
+
+/// The wait before the next attempt.
+///
+/// Exponential backoff doubles from `initial` up to `max`. Jitter (a fraction
+/// from 0 to 1, default 0.5 for exponential) shortens each wait by a random part
+/// of itself, so that many sagas failing together do not retry in lockstep.
+///
+/// ```
+/// use saga_runtime::Backoff;
+/// use std::time::Duration;
+///
+/// let b = Backoff::exponential(Duration::from_millis(10), Duration::from_millis(50)).jitter(0.0);
+/// assert_eq!(b.delay(1, 0), Duration::from_millis(10));
+/// assert_eq!(b.delay(2, 0), Duration::from_millis(20));
+/// assert_eq!(b.delay(4, 0), Duration::from_millis(50)); // capped
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    exponential: bool,
+    jitter: f64,
+}
+
+impl Backoff {
+    /// Retry at once.
+    pub const fn none() -> Backoff {
+        Backoff {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+            exponential: false,
+            jitter: 0.0,
+        }
+    }
+
+    /// Wait the same `delay` before every retry (no jitter unless asked).
+    ///
+    /// ```
+    /// # use saga_runtime::Backoff;
+    /// # use std::time::Duration;
+    /// assert_eq!(Backoff::fixed(Duration::from_secs(1)).delay(7, 42), Duration::from_secs(1));
+    /// ```
+    pub const fn fixed(delay: Duration) -> Backoff {
+        Backoff {
+            initial: delay,
+            max: delay,
+            exponential: false,
+            jitter: 0.0,
+        }
+    }
+
+    /// Double the wait from `initial` after each failure, never above `max`,
+    /// with jitter 0.5.
+    pub const fn exponential(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            exponential: true,
+            jitter: 0.5,
+        }
+    }
+
+    /// Sets the jitter fraction, clamped to `0.0..=1.0`: each wait is shortened
+    /// by up to this fraction of itself.
+    pub const fn jitter(mut self, fraction: f64) -> Backoff {
+        self.jitter = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The jitter fraction.
+    pub const fn jitter_fraction(&self) -> f64 {
+        self.jitter
+    }
+
+    /// The wait after failed attempt number `attempt` (from 1). `entropy` is
+    /// any number; the same `(attempt, entropy)` always gives the same wait.
+    pub fn delay(&self, attempt: u32, entropy: u64) -> Duration {
+        let base = if self.exponential {
+            let doublings = attempt.saturating_sub(1).min(63);
+            let factor = 1u64 << doublings;
+            let nanos = (self.initial.as_nanos() as u64).saturating_mul(factor);
+            Duration::from_nanos(nanos).min(self.max)
+        } else {
+            self.initial
+        };
+        if self.jitter == 0.0 || base.is_zero() {
+            return base;
+        }
+        let unit = (splitmix64(entropy ^ u64::from(attempt)) >> 11) as f64 / (1u64 << 53) as f64;
+        base.mul_f64(1.0 - self.jitter * unit)
+    }
+}
+
+/// A tiny, well-mixed hash used to draw jitter without a random-number crate.
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let b = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1));
+        for attempt in 1..10 {
+            for entropy in 0..200 {
+                let d = b.delay(attempt, entropy);
+                let full = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1))
+                    .jitter(0.0)
+                    .delay(attempt, entropy);
+                assert!(
+                    d <= full && d >= full / 2,
+                    "{d:?} not in [{:?}, {full:?}]",
+                    full / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_varies_with_entropy() {
+        let b = Backoff::fixed(Duration::from_secs(1)).jitter(1.0);
+        let distinct: std::collections::HashSet<_> = (0..50).map(|e| b.delay(1, e)).collect();
+        assert!(distinct.len() > 40);
+    }
+
+    #[test]
+    fn exponential_does_not_overflow() {
+        let b = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60)).jitter(0.0);
+        assert_eq!(b.delay(u32::MAX, 0), Duration::from_secs(60));
+    }
+}
