@@ -23,6 +23,7 @@
 //!         Ok(format!("hold-{input}-{}", cx.idempotency_key()))
 //!     }
 //!     async fn release(&self, hold: &String) -> Result<(), BankError> {
+//!         println!("released {hold}");
 //!         Ok(())
 //!     }
 //!

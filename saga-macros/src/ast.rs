@@ -116,7 +116,7 @@ impl<'a> Saga<'a> {
         };
         if args.input.is_none() {
             cx.error_spanned_by(
-                &item.impl_token,
+                item.impl_token,
                 "`#[saga]` needs the saga's input type: write `#[saga(input = MyInput)]` (use `input = ()` for none)",
             );
             ok = false;
@@ -202,7 +202,7 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Option<
     let mut ok = true;
     if sig.asyncness.is_none() {
         cx.error_spanned_by(
-            &sig.fn_token,
+            sig.fn_token,
             format!("{what} `{name}` must be an `async fn`: write `async fn {name}(&self, ..)`"),
         );
         ok = false;

@@ -165,6 +165,7 @@ where
 ///         matches!(self, LedgerError::Unavailable)
 ///     }
 /// }
+/// assert!(LedgerError::Unavailable.is_retryable());
 /// assert!(!LedgerError::Insufficient.is_retryable());
 /// ```
 pub trait Classify {

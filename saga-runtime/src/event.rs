@@ -102,6 +102,9 @@ pub enum EventKind<'a> {
 ///         }
 ///     }
 /// }
+///
+/// let builder = saga_runtime::Runtime::builder().listener(CountRetries::default());
+/// # drop(builder);
 /// ```
 pub trait Listener: Send + Sync + 'static {
     /// Called for each transition, in order, for each saga.

@@ -18,6 +18,7 @@ use crate::{Definition, Error, Phase, RetryPolicy, SagaId, StepError};
 ///     .retry("hold", RetryPolicy::attempts(10))
 ///     .faults(Faults::new().fail_step("credit", 1..=2))
 ///     .check_idempotency(true);
+/// # drop(options);
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct SagaOptions {
@@ -160,6 +161,7 @@ impl Plan {
 ///     .fail_step("hold", 1..=2)            // first two attempts fail, retryably
 ///     .fail_step_permanently("capture")    // every attempt fails, permanently
 ///     .fail_compensation("release_hold", 1..); // the compensation never succeeds
+/// assert!(!faults.is_empty());
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
