@@ -61,6 +61,12 @@ impl std::str::FromStr for SagaId {
 }
 
 /// Whether a piece of work moves the saga forward or undoes a step.
+///
+/// ```
+/// use saga_runtime::{Phase, SagaId, StepContext};
+/// let cx = StepContext::new(SagaId::new(), "Transfer", "hold", Phase::Compensation, 1);
+/// assert_eq!(cx.phase(), Phase::Compensation);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {

@@ -8,6 +8,25 @@ use std::time::Duration;
 use crate::RetryPolicy;
 
 /// What a step is with respect to rollback.
+///
+/// ```
+/// use saga::prelude::*;
+/// use saga::StepKind;
+///
+/// pub struct Pay;
+/// #[saga(input = ())]
+/// impl Pay {
+///     #[step(readonly)]
+///     async fn quote(&self) -> Result<u32, StepError> { Ok(7) }
+///     #[step(pivot)]
+///     async fn charge(&self, quote: &u32) -> Result<u32, StepError> { Ok(*quote) }
+///     #[step]
+///     async fn receipt(&self, charge: &u32) -> Result<String, StepError> { Ok(charge.to_string()) }
+/// }
+///
+/// let kinds: Vec<StepKind> = Pay::definition().steps().iter().map(|s| s.kind()).collect();
+/// assert_eq!(kinds, [StepKind::Readonly, StepKind::Pivot, StepKind::Forward]);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StepKind {
     /// Undone by a compensation if the saga rolls back.
@@ -21,6 +40,28 @@ pub enum StepKind {
 }
 
 /// One step of a [`Definition`].
+///
+/// ```
+/// use saga::prelude::*;
+///
+/// pub struct Pay;
+/// #[saga(input = u32)]
+/// impl Pay {
+///     #[step(compensate = refund, retry(attempts = 4))]
+///     async fn charge(&self, input: &u32) -> Result<u32, StepError> { Ok(*input) }
+///     async fn refund(&self, charge: &u32) -> Result<(), StepError> {
+///         println!("refund {charge}");
+///         Ok(())
+///     }
+/// }
+///
+/// let step = &Pay::definition().steps()[0];
+/// assert_eq!(step.name(), "charge");
+/// assert_eq!(step.compensation(), Some("refund"));
+/// assert_eq!(step.output_type(), "u32");
+/// assert_eq!(step.retry().max_attempts(), Some(4));
+/// assert_eq!(step.compensation_retry().max_attempts(), None); // forever
+/// ```
 #[derive(Debug)]
 pub struct StepDef {
     name: &'static str,

@@ -205,6 +205,23 @@ impl StdError for TimedOut {}
 
 /// An error of the runtime itself (not of a step: those end up in an
 /// [`Outcome`](crate::Outcome)'s report).
+///
+/// ```
+/// use saga::prelude::*;
+///
+/// pub struct Unregistered;
+/// #[saga(input = ())]
+/// impl Unregistered {
+///     #[step(readonly)]
+///     async fn look(&self) -> Result<(), StepError> { Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let runtime = Runtime::builder().build().await.unwrap();
+/// let err = runtime.run::<Unregistered>(()).await.unwrap_err();
+/// assert!(matches!(err, saga::Error::NotRegistered { saga: "Unregistered" }));
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -3,7 +3,13 @@
 
 use crate::{Cause, Failure, SagaId, StepError};
 
-/// One transition of a saga run.
+/// One transition of a saga run, as a [`Listener`] receives it.
+///
+/// ```
+/// use saga_runtime::{Event, EventKind, SagaId};
+/// let event = Event { saga_id: SagaId::new(), saga: "Transfer", kind: EventKind::StepStarted { step: "hold", attempt: 1 } };
+/// assert!(matches!(event.kind, EventKind::StepStarted { attempt: 1, .. }));
+/// ```
 #[derive(Debug)]
 pub struct Event<'a> {
     /// The saga run.
@@ -14,7 +20,7 @@ pub struct Event<'a> {
     pub kind: EventKind<'a>,
 }
 
-/// What happened in an [`Event`].
+/// What happened in an [`Event`]. See [`Listener`] for an example.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EventKind<'a> {

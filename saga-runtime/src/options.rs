@@ -245,7 +245,30 @@ impl Faults {
     }
 }
 
-/// The error of an injected failure.
+/// The error of an injected failure; find it in a report's error text.
+///
+/// ```
+/// use saga::prelude::*;
+/// use saga::Faults;
+/// use std::sync::Arc;
+///
+/// pub struct Once;
+/// #[saga(input = ())]
+/// impl Once {
+///     #[step(pivot)]
+///     async fn only(&self) -> Result<(), StepError> { Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga::Error> {
+/// let runtime = Runtime::builder().build().await?;
+/// runtime.register(Arc::new(Once));
+/// let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("only"));
+/// let outcome = runtime.run_with::<Once>((), options).await?;
+/// let report = outcome.report().expect("the step failed");
+/// assert_eq!(report.failed_step(), Some("only"));
+/// assert!(report.to_string().contains("injected fault in `only` (attempt 1)"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectedFault {
     name: String,

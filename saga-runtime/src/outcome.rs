@@ -63,6 +63,22 @@ impl<O> Outcome<O> {
 }
 
 /// One step or compensation that failed for good.
+///
+/// ```
+/// use saga_runtime::{Failure, Phase};
+/// let failure = Failure {
+///     step: "credit",
+///     compensation: Some("reverse_credit"),
+///     phase: Phase::Compensation,
+///     error: "bank unavailable".into(),
+///     retryable: true,
+///     attempts: 10,
+/// };
+/// assert_eq!(
+///     failure.to_string(),
+///     "compensation `reverse_credit` failed after 10 attempts (attempts exhausted): bank unavailable"
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// The step's name (for a compensation: the step it undoes).
@@ -102,6 +118,11 @@ impl fmt::Display for Failure {
 }
 
 /// Why a saga stopped going forward.
+///
+/// ```
+/// use saga_runtime::Cause;
+/// assert_eq!(Cause::DeadlineExceeded.to_string(), "deadline exceeded");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cause {
     /// A step failed for good.
@@ -124,6 +145,19 @@ impl fmt::Display for Cause {
 
 /// What happened to a saga that did not complete: which step failed and
 /// why, what was compensated, and what, if anything, is stuck.
+///
+/// ```
+/// use saga_runtime::{Cause, Report, SagaId};
+/// let report = Report {
+///     saga_id: SagaId::new(),
+///     saga: "Transfer",
+///     cause: Cause::Cancelled,
+///     compensated: vec!["credit", "hold"],
+///     stuck: None,
+/// };
+/// assert_eq!(report.failed_step(), None);
+/// assert!(report.to_string().ends_with("cancelled; compensated credit, hold"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     /// The saga run.

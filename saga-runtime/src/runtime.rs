@@ -47,6 +47,22 @@ struct Inner {
 }
 
 /// Configures a [`Runtime`].
+///
+/// ```
+/// use saga_runtime::{Event, Listener, Runtime};
+///
+/// struct Print;
+/// impl Listener for Print {
+///     fn on_event(&self, event: &Event<'_>) {
+///         println!("{} {}: {:?}", event.saga, event.saga_id, event.kind);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga_runtime::Error> {
+/// let runtime = Runtime::builder().listener(Print).build().await?;
+/// # drop(runtime);
+/// # Ok(()) }
+/// ```
 #[derive(Default)]
 #[must_use = "call `.build().await` to get a runtime"]
 pub struct Builder {
@@ -170,6 +186,37 @@ impl Runtime {
 }
 
 /// A running saga: await its outcome or cancel it.
+///
+/// ```
+/// use saga::prelude::*;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// pub struct Slow;
+/// #[saga(input = ())]
+/// impl Slow {
+///     #[step(compensate = undo)]
+///     async fn wait(&self) -> Result<(), StepError> {
+///         tokio::time::sleep(Duration::from_millis(10)).await;
+///         Ok(())
+///     }
+///     async fn undo(&self) -> Result<(), StepError> { Ok(()) }
+///     #[step(pivot)]
+///     async fn commit(&self) -> Result<(), StepError> { Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga::Error> {
+/// let runtime = Runtime::builder().build().await?;
+/// runtime.register(Arc::new(Slow));
+/// let handle = runtime.start::<Slow>(()).await?;
+/// tokio::time::sleep(Duration::from_millis(1)).await; // `wait` is running now
+/// handle.cancel(); // `wait` finishes, then is undone; `commit` never runs
+/// match handle.outcome().await? {
+///     Outcome::Compensated(report) => assert_eq!(report.compensated, ["wait"]),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[must_use = "a saga handle does nothing unless its outcome is awaited"]
 pub struct SagaHandle<S: Saga> {
     id: SagaId,
@@ -206,7 +253,19 @@ impl<S: Saga> SagaHandle<S> {
     }
 }
 
-/// Cancels a saga; see [`SagaHandle::cancel`].
+/// Cancels a saga from elsewhere; see [`SagaHandle::cancel`].
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn f<S: saga_runtime::Saga>(handle: saga_runtime::SagaHandle<S>) {
+/// let canceller = handle.canceller();
+/// tokio::spawn(async move {
+///     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+///     canceller.cancel();
+/// });
+/// let outcome = handle.outcome().await;
+/// # drop(outcome); }
+/// ```
 #[derive(Clone)]
 pub struct Canceller(Arc<CancelSignal>);
 
