@@ -11,11 +11,13 @@ mod definition;
 mod error;
 mod event;
 mod executor;
+pub mod log;
 mod options;
 mod outcome;
 mod retry;
 mod runtime;
 mod saga;
+pub mod store;
 
 #[doc(hidden)]
 pub mod __private;

@@ -1,0 +1,354 @@
+//! The saga log: the records a durable runtime appends for every transition
+//! of every saga, and the snapshot of a saga's definition recorded when it is
+//! created (so tools can read a log without the user's code).
+//!
+//! Records are JSON (serde) so that a log stays readable by a person with
+//! `sqlite3` and by the inspector.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Cause, Definition, Failure, Phase, SagaId, StepKind};
+
+/// One record of a saga's log.
+///
+/// ```
+/// use saga_runtime::log::{Entry, Record};
+/// use saga_runtime::SagaId;
+/// let record = Record::new(SagaId::new(), 2, Entry::StepStarted { step: "hold".into(), attempt: 1 });
+/// let json = serde_json::to_string(&record.entry).unwrap();
+/// assert_eq!(json, r#"{"event":"step_started","step":"hold","attempt":1}"#);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The saga run.
+    pub saga_id: SagaId,
+    /// Position in the saga's log, from 0 (the `Created` record).
+    pub seq: u64,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    pub entry: Entry,
+}
+
+impl Record {
+    /// A record stamped with the current time.
+    pub fn new(saga_id: SagaId, seq: u64, entry: Entry) -> Record {
+        Record {
+            saga_id,
+            seq,
+            at_ms: now_ms(),
+            entry,
+        }
+    }
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a record says happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Entry {
+    /// The saga was created with this input; durable before any step runs.
+    Created {
+        /// The saga's name.
+        saga: String,
+        /// Its definition's fingerprint.
+        fingerprint: u64,
+        /// The input, as JSON.
+        input: serde_json::Value,
+        /// The steps and their dependencies.
+        definition: DefinitionSnapshot,
+    },
+    /// An attempt of a step began.
+    StepStarted {
+        /// The step.
+        step: String,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// A step succeeded with this output; durable before anything uses it.
+    StepSucceeded {
+        /// The step.
+        step: String,
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// The output, as JSON.
+        output: serde_json::Value,
+    },
+    /// An attempt of a step failed.
+    StepFailed {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// The error and its sources.
+        error: String,
+        /// Whether the error was retryable.
+        retryable: bool,
+        /// Whether another attempt follows.
+        will_retry: bool,
+    },
+    /// The decision to roll back; durable before any compensation runs.
+    RollbackStarted {
+        /// Why.
+        cause: CauseSnapshot,
+    },
+    /// An attempt of a compensation began.
+    CompensationStarted {
+        /// The step being undone.
+        step: String,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// A compensation succeeded.
+    CompensationSucceeded {
+        /// The step undone.
+        step: String,
+        /// The attempt that succeeded.
+        attempt: u32,
+    },
+    /// An attempt of a compensation failed.
+    CompensationFailed {
+        /// The step being undone.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// The error and its sources.
+        error: String,
+        /// Whether the error was retryable.
+        retryable: bool,
+        /// Whether another attempt follows.
+        will_retry: bool,
+    },
+    /// Every step succeeded.
+    Completed,
+    /// Every completed step was compensated.
+    Compensated,
+    /// The saga needs an operator.
+    Stuck {
+        /// What gave up.
+        failure: FailureSnapshot,
+    },
+    /// An operator resumed the stuck saga.
+    Resumed,
+    /// An operator declared step `step` compensated by hand.
+    MarkedCompensated {
+        /// The step.
+        step: String,
+    },
+}
+
+impl Entry {
+    /// The state a saga is in after this entry, if it changes it.
+    pub fn state_after(&self) -> Option<SagaState> {
+        match self {
+            Entry::Completed => Some(SagaState::Completed),
+            Entry::Compensated => Some(SagaState::Compensated),
+            Entry::Stuck { .. } => Some(SagaState::Stuck),
+            Entry::Created { .. } | Entry::Resumed => Some(SagaState::Running),
+            _ => None,
+        }
+    }
+
+    /// A short name of the event, as in the JSON `event` tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Entry::Created { .. } => "created",
+            Entry::StepStarted { .. } => "step_started",
+            Entry::StepSucceeded { .. } => "step_succeeded",
+            Entry::StepFailed { .. } => "step_failed",
+            Entry::RollbackStarted { .. } => "rollback_started",
+            Entry::CompensationStarted { .. } => "compensation_started",
+            Entry::CompensationSucceeded { .. } => "compensation_succeeded",
+            Entry::CompensationFailed { .. } => "compensation_failed",
+            Entry::Completed => "completed",
+            Entry::Compensated => "compensated",
+            Entry::Stuck { .. } => "stuck",
+            Entry::Resumed => "resumed",
+            Entry::MarkedCompensated { .. } => "marked_compensated",
+        }
+    }
+}
+
+/// Where a saga stands, as far as its log says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaState {
+    /// Not finished: recovery resumes it.
+    Running,
+    /// Every step succeeded.
+    Completed,
+    /// Rolled back.
+    Compensated,
+    /// Waiting for an operator.
+    Stuck,
+}
+
+impl SagaState {
+    /// The lower-case name, as stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SagaState::Running => "running",
+            SagaState::Completed => "completed",
+            SagaState::Compensated => "compensated",
+            SagaState::Stuck => "stuck",
+        }
+    }
+
+    /// Parses [`as_str`](Self::as_str)'s output.
+    pub fn parse(s: &str) -> Option<SagaState> {
+        Some(match s {
+            "running" => SagaState::Running,
+            "completed" => SagaState::Completed,
+            "compensated" => SagaState::Compensated,
+            "stuck" => SagaState::Stuck,
+            _ => return None,
+        })
+    }
+
+    /// Whether the saga will never change again without an operator.
+    pub fn is_finished(&self) -> bool {
+        matches!(self, SagaState::Completed | SagaState::Compensated)
+    }
+}
+
+/// A saga's definition as recorded in its log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionSnapshot {
+    /// The steps, in order.
+    pub steps: Vec<StepSnapshot>,
+}
+
+/// One step of a [`DefinitionSnapshot`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepSnapshot {
+    /// The step's name.
+    pub name: String,
+    /// `compensatable`, `readonly`, `pivot` or `forward`.
+    pub kind: String,
+    /// Its compensation, if any.
+    pub compensation: Option<String>,
+    /// Indices of the steps it depends on.
+    pub deps: Vec<usize>,
+    /// The output type as written.
+    pub output_type: String,
+}
+
+impl DefinitionSnapshot {
+    /// The snapshot of `def`.
+    pub fn of(def: &Definition) -> DefinitionSnapshot {
+        DefinitionSnapshot {
+            steps: def
+                .steps()
+                .iter()
+                .map(|s| StepSnapshot {
+                    name: s.name().to_string(),
+                    kind: match s.kind() {
+                        StepKind::Compensatable => "compensatable",
+                        StepKind::Readonly => "readonly",
+                        StepKind::Pivot => "pivot",
+                        StepKind::Forward => "forward",
+                    }
+                    .to_string(),
+                    compensation: s.compensation().map(str::to_string),
+                    deps: s.dependencies().to_vec(),
+                    output_type: s.output_type().to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A [`Cause`] as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CauseSnapshot {
+    /// A step failed for good.
+    StepFailed {
+        /// What failed.
+        failure: FailureSnapshot,
+    },
+    /// The saga was cancelled.
+    Cancelled,
+    /// The deadline passed.
+    DeadlineExceeded,
+}
+
+impl CauseSnapshot {
+    /// The snapshot of `cause`.
+    pub fn of(cause: &Cause) -> CauseSnapshot {
+        match cause {
+            Cause::StepFailed(f) => CauseSnapshot::StepFailed {
+                failure: FailureSnapshot::of(f),
+            },
+            Cause::Cancelled => CauseSnapshot::Cancelled,
+            Cause::DeadlineExceeded => CauseSnapshot::DeadlineExceeded,
+        }
+    }
+}
+
+/// A [`Failure`] as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureSnapshot {
+    /// The step.
+    pub step: String,
+    /// The compensation, for a compensation's failure.
+    pub compensation: Option<String>,
+    /// Step or compensation.
+    pub phase: Phase,
+    /// The last error.
+    pub error: String,
+    /// Whether it was retryable.
+    pub retryable: bool,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+impl FailureSnapshot {
+    /// The snapshot of `failure`.
+    pub fn of(failure: &Failure) -> FailureSnapshot {
+        FailureSnapshot {
+            step: failure.step.to_string(),
+            compensation: failure.compensation.map(str::to_string),
+            phase: failure.phase,
+            error: failure.error.clone(),
+            retryable: failure.retryable,
+            attempts: failure.attempts,
+        }
+    }
+
+    /// Back to a [`Failure`], naming steps of `def`; `None` if `def` has no
+    /// such step.
+    pub fn restore(&self, def: &Definition) -> Option<Failure> {
+        let step = def.steps().get(def.step_index(&self.step)?)?;
+        Some(Failure {
+            step: step.name(),
+            compensation: match &self.compensation {
+                Some(_) => step.compensation(),
+                None => None,
+            },
+            phase: self.phase,
+            error: self.error.clone(),
+            retryable: self.retryable,
+            attempts: self.attempts,
+        })
+    }
+}
+
+impl CauseSnapshot {
+    /// Back to a [`Cause`]; `None` if it names a step `def` lacks.
+    pub fn restore(&self, def: &Definition) -> Option<Cause> {
+        Some(match self {
+            CauseSnapshot::StepFailed { failure } => Cause::StepFailed(failure.restore(def)?),
+            CauseSnapshot::Cancelled => Cause::Cancelled,
+            CauseSnapshot::DeadlineExceeded => Cause::DeadlineExceeded,
+        })
+    }
+}

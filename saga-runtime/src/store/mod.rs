@@ -1,0 +1,185 @@
+//! Where the saga log lives. One trait, [`Store`], with an in-memory
+//! implementation ([`MemoryStore`], for tests of durable behaviour) and an
+//! embedded one ([`SqliteStore`]: one file, WAL, group commit).
+//!
+//! The runtime appends a record for every transition and waits until the
+//! store says it is durable before acting on it (the write-ahead rule). On
+//! restart, [`Runtime::recover`](crate::Runtime::recover) reads every
+//! unfinished saga back.
+
+mod memory;
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use self::memory::MemoryStore;
+pub use self::sqlite::{SqliteStats, SqliteStore};
+
+use crate::SagaId;
+use crate::log::{Entry, Record, SagaState};
+
+/// A boxed future, as the object-safe [`Store`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Durable storage of saga logs.
+///
+/// Implementations must make `append` all-or-nothing per call and durable
+/// before its future resolves, keep each saga's records in `seq` order, and
+/// track each saga's [`SagaState`] from the entries appended
+/// ([`Entry::state_after`]).
+pub trait Store: Send + Sync + 'static {
+    /// Appends `records` (of one saga, in order) durably.
+    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The log of saga `id`, if the store has it.
+    fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>>;
+
+    /// The logs of every saga in state [`SagaState::Running`].
+    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>>;
+
+    /// Summaries of the sagas that match `filter`, newest first.
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;
+
+    /// Deletes completed and compensated sagas last updated before
+    /// `before_ms` (milliseconds since the Unix epoch); returns how many.
+    fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// What a store knows of one saga without reading its records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SagaSummary {
+    /// The saga run.
+    pub id: SagaId,
+    /// The saga's name.
+    pub name: String,
+    /// Its definition's fingerprint.
+    pub fingerprint: u64,
+    /// Where it stands.
+    pub state: SagaState,
+    /// When it was created (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// When its state last changed (ms since the Unix epoch).
+    pub updated_ms: u64,
+}
+
+/// One saga's log as stored: records are decoded by the reader, so a
+/// damaged record fails only the saga it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSaga {
+    /// The summary.
+    pub summary: SagaSummary,
+    /// The records, in `seq` order.
+    pub records: Vec<StoredRecord>,
+}
+
+/// One record as stored: its JSON body not yet decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Position in the saga's log.
+    pub seq: u64,
+    /// When it was written (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The entry, as JSON.
+    pub body: String,
+}
+
+impl StoredRecord {
+    /// Decodes the entry.
+    ///
+    /// ```
+    /// use saga_runtime::store::StoredRecord;
+    /// use saga_runtime::log::Entry;
+    /// let ok = StoredRecord { seq: 3, at_ms: 0, body: r#"{"event":"completed"}"#.into() };
+    /// assert_eq!(ok.decode().unwrap(), Entry::Completed);
+    /// let bad = StoredRecord { seq: 4, at_ms: 0, body: "{garbage".into() };
+    /// assert!(bad.decode().is_err());
+    /// ```
+    pub fn decode(&self) -> Result<Entry, serde_json::Error> {
+        serde_json::from_str(&self.body)
+    }
+}
+
+/// Which sagas [`Store::list`] returns.
+///
+/// ```
+/// use saga_runtime::store::ListFilter;
+/// use saga_runtime::log::SagaState;
+/// let filter = ListFilter { state: Some(SagaState::Stuck), ..ListFilter::default() };
+/// assert_eq!(filter.limit, None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only sagas in this state.
+    pub state: Option<SagaState>,
+    /// Only sagas of this name.
+    pub name: Option<String>,
+    /// Only sagas created at or after this time (ms since the Unix epoch).
+    pub created_after_ms: Option<u64>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+impl ListFilter {
+    pub(crate) fn matches(&self, s: &SagaSummary) -> bool {
+        self.state.is_none_or(|state| s.state == state)
+            && self.name.as_ref().is_none_or(|n| *n == s.name)
+            && self.created_after_ms.is_none_or(|t| s.created_ms >= t)
+    }
+}
+
+/// An error of a store.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed.
+    #[error("saga store: {0}")]
+    Backend(String),
+    /// A record could not be encoded.
+    #[error("saga store: cannot encode a record of saga {saga}: {message}")]
+    Encode {
+        /// The saga.
+        saga: SagaId,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file was written by a newer version of saga.
+    #[error(
+        "saga store {path}: schema version {found} is newer than this build supports ({supported}); upgrade saga or use another file"
+    )]
+    SchemaTooNew {
+        /// The file.
+        path: String,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build reads.
+        supported: i64,
+    },
+    /// A record's position conflicts with one already stored: two writers
+    /// are appending to the same saga.
+    #[error("saga store: saga {saga} already has a record {seq}; is another process running it?")]
+    Conflict {
+        /// The saga.
+        saga: SagaId,
+        /// The position.
+        seq: u64,
+    },
+    /// The store was closed.
+    #[error("saga store is closed")]
+    Closed,
+}
+
+/// The state a saga's summary should move to after `records`, if any.
+pub(crate) fn final_state(records: &[Record]) -> Option<SagaState> {
+    records.iter().rev().find_map(|r| r.entry.state_after())
+}
+
+/// The name and fingerprint from a `Created` entry.
+pub(crate) fn created(record: &Record) -> Option<(&str, u64)> {
+    match &record.entry {
+        Entry::Created {
+            saga, fingerprint, ..
+        } => Some((saga, *fingerprint)),
+        _ => None,
+    }
+}

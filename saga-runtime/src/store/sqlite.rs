@@ -1,0 +1,550 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! All writes go through one writer thread that commits in groups: every
+//! append waiting when a transaction starts goes into it, so one fsync covers
+//! them all, and each caller is answered only once its records are durable.
+//! Reads use their own connections and never block the writer (WAL).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{
+    BoxFuture, ListFilter, SagaSummary, Store, StoreError, StoredRecord, StoredSaga, created,
+    final_state,
+};
+use crate::SagaId;
+use crate::log::{Record, SagaState};
+
+/// The schema version this build writes. Older files are migrated on open;
+/// newer ones are refused.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Statements that bring a file from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE sagas (
+         id          TEXT PRIMARY KEY NOT NULL,
+         name        TEXT NOT NULL,
+         fingerprint INTEGER NOT NULL,
+         state       TEXT NOT NULL,
+         created_ms  INTEGER NOT NULL,
+         updated_ms  INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX sagas_by_state ON sagas (state, updated_ms);
+     CREATE TABLE records (
+         saga_id TEXT NOT NULL,
+         seq     INTEGER NOT NULL,
+         at_ms   INTEGER NOT NULL,
+         body    TEXT NOT NULL,
+         PRIMARY KEY (saga_id, seq)
+     ) WITHOUT ROWID;",
+];
+
+/// The most appends one transaction takes; the rest wait for the next.
+const MAX_BATCH: usize = 4096;
+
+/// A [`Store`] in one SQLite file.
+///
+/// ```
+/// use saga_runtime::store::{SqliteStore, Store};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga_runtime::store::StoreError> {
+/// let dir = std::env::temp_dir().join(format!("saga-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let store = SqliteStore::open(dir.join("sagas.db"))?;
+/// assert!(store.unfinished().await?.is_empty());
+/// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    records: AtomicU64,
+}
+
+/// How much group commit is saving: records written and transactions (each
+/// one fsync) that wrote them.
+///
+/// ```
+/// use saga_runtime::store::SqliteStats;
+/// let stats = SqliteStats { transactions: 4, records: 100 };
+/// assert_eq!(stats.records_per_transaction(), 25.0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// Committed write transactions.
+    pub transactions: u64,
+    /// Records written.
+    pub records: u64,
+}
+
+impl SqliteStats {
+    /// Records per transaction (per fsync).
+    pub fn records_per_transaction(&self) -> f64 {
+        if self.transactions == 0 {
+            0.0
+        } else {
+            self.records as f64 / self.transactions as f64
+        }
+    }
+}
+
+/// A record encoded by the appending task, ready for the writer.
+struct Encoded {
+    saga_id: String,
+    seq: i64,
+    at_ms: i64,
+    body: String,
+}
+
+/// One append: its records, and what it changes in the saga's summary.
+struct Append {
+    records: Vec<Encoded>,
+    created: Option<(String, i64)>,
+    state: Option<(SagaState, i64)>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+enum Request {
+    Append(Append),
+    Prune(i64, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path`, migrating an older schema and
+    /// refusing a newer one.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, &path)?;
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Counters::default());
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("saga-sqlite-writer".into())
+            .spawn(move || writer(conn, rx, &thread_stats))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                path,
+                writer: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                readers: Mutex::new(Vec::new()),
+                stats,
+            }),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Records and transactions written since the store was opened.
+    pub fn stats(&self) -> SqliteStats {
+        SqliteStats {
+            transactions: self.shared.stats.transactions.load(Ordering::Relaxed),
+            records: self.shared.stats.records.load(Ordering::Relaxed),
+        }
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        let writer = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match writer.as_ref() {
+            Some(tx) => tx.send(request).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Runs `f` with a read connection on a blocking thread.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let task = tokio::task::spawn_blocking(move || {
+                let pooled = shared
+                    .readers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop();
+                let conn = match pooled {
+                    Some(conn) => conn,
+                    None => open_connection(&shared.path)?,
+                };
+                let result = f(&conn).map_err(backend);
+                shared
+                    .readers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+                result
+            });
+            task.await
+                .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has answered every
+        // append already sent; joining releases the file before we return.
+        drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(backend)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS saga_schema (version INTEGER NOT NULL);")
+        .map_err(backend)?;
+    let found: Option<i64> = conn
+        .query_row("SELECT version FROM saga_schema", [], |r| r.get(0))
+        .optional()
+        .map_err(backend)?;
+    let found = found.unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.display().to_string(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(backend)?;
+    for step in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(step).map_err(backend)?;
+    }
+    tx.execute("DELETE FROM saga_schema", []).map_err(backend)?;
+    tx.execute(
+        "INSERT INTO saga_schema (version) VALUES (?1)",
+        [SCHEMA_VERSION],
+    )
+    .map_err(backend)?;
+    tx.commit().map_err(backend)
+}
+
+/// The writer thread: takes every request waiting, writes them in one
+/// transaction (one fsync), then answers each.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters) {
+    while let Ok(first) = rx.recv() {
+        let mut appends = Vec::new();
+        let mut prunes = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Append(a) => appends.push(a),
+                Request::Prune(before, reply) => prunes.push((before, reply)),
+            }
+            if appends.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !appends.is_empty() {
+            write_appends(&mut conn, appends, stats);
+        }
+        for (before, reply) in prunes {
+            let _ = reply.send(prune(&mut conn, before));
+        }
+    }
+}
+
+fn write_appends(conn: &mut Connection, appends: Vec<Append>, stats: &Counters) {
+    let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(appends.len());
+    let outcome = (|| -> Result<u64, rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let mut written = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO records (saga_id, seq, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut create = tx.prepare_cached(
+                "INSERT INTO sagas (id, name, fingerprint, state, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?4)",
+            )?;
+            let mut update =
+                tx.prepare_cached("UPDATE sagas SET state = ?2, updated_ms = ?3 WHERE id = ?1")?;
+            for append in &appends {
+                // A savepoint per append: one that conflicts fails alone.
+                tx.execute_batch("SAVEPOINT append")?;
+                let one = (|| -> Result<(), rusqlite::Error> {
+                    let Some(first) = append.records.first() else {
+                        return Ok(());
+                    };
+                    if let Some((name, fingerprint)) = &append.created {
+                        create.execute(params![first.saga_id, name, fingerprint, first.at_ms])?;
+                    }
+                    for r in &append.records {
+                        insert.execute(params![r.saga_id, r.seq, r.at_ms, r.body])?;
+                    }
+                    if let Some((state, at)) = append.state {
+                        update.execute(params![first.saga_id, state.as_str(), at])?;
+                    }
+                    Ok(())
+                })();
+                match one {
+                    Ok(()) => {
+                        tx.execute_batch("RELEASE append")?;
+                        written += append.records.len() as u64;
+                        results.push(Ok(()));
+                    }
+                    Err(e) => {
+                        tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
+                        results.push(Err(conflict_or_backend(append, e)));
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(written)
+    })();
+    match outcome {
+        Ok(written) => {
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            stats.records.fetch_add(written, Ordering::Relaxed);
+            for (append, result) in appends.into_iter().zip(results) {
+                let _ = append.reply.send(result);
+            }
+        }
+        Err(e) => {
+            let error = backend(e);
+            for append in appends {
+                let _ = append.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+fn conflict_or_backend(append: &Append, e: rusqlite::Error) -> StoreError {
+    let constraint = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
+    );
+    match (constraint, append.records.first()) {
+        (true, Some(first)) => match first.saga_id.parse::<SagaId>() {
+            Ok(saga) => StoreError::Conflict {
+                saga,
+                seq: first.seq as u64,
+            },
+            Err(_) => backend(e),
+        },
+        _ => backend(e),
+    }
+}
+
+fn prune(conn: &mut Connection, before: i64) -> Result<u64, StoreError> {
+    let tx = conn.transaction().map_err(backend)?;
+    tx.execute(
+        "DELETE FROM records WHERE saga_id IN (
+             SELECT id FROM sagas WHERE state IN ('completed', 'compensated') AND updated_ms < ?1)",
+        [before],
+    )
+    .map_err(backend)?;
+    let removed = tx
+        .execute(
+            "DELETE FROM sagas WHERE state IN ('completed', 'compensated') AND updated_ms < ?1",
+            [before],
+        )
+        .map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok(removed as u64)
+}
+
+fn summary(row: &rusqlite::Row<'_>) -> Result<SagaSummary, rusqlite::Error> {
+    let id: String = row.get(0)?;
+    let state: String = row.get(3)?;
+    let bad = |what: &str, value: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("saga row has an invalid {what} `{value}`").into(),
+        )
+    };
+    Ok(SagaSummary {
+        id: id.parse().map_err(|_| bad("id", &id))?,
+        name: row.get(1)?,
+        fingerprint: row.get::<_, i64>(2)? as u64,
+        state: SagaState::parse(&state).ok_or_else(|| bad("state", &state))?,
+        created_ms: row.get::<_, i64>(4)? as u64,
+        updated_ms: row.get::<_, i64>(5)? as u64,
+    })
+}
+
+const SUMMARY_COLUMNS: &str = "id, name, fingerprint, state, created_ms, updated_ms";
+
+fn records_of(conn: &Connection, id: &str) -> Result<Vec<StoredRecord>, rusqlite::Error> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, at_ms, body FROM records WHERE saga_id = ?1 ORDER BY seq")?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(StoredRecord {
+            seq: r.get::<_, i64>(0)? as u64,
+            at_ms: r.get::<_, i64>(1)? as u64,
+            body: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+impl Store for SqliteStore {
+    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let Some(first) = records.first() else {
+                return Ok(());
+            };
+            let id = first.saga_id;
+            let created = created(first).map(|(name, fp)| (name.to_string(), fp as i64));
+            let state =
+                final_state(&records).map(|s| (s, records.last().map_or(0, |r| r.at_ms) as i64));
+            let saga_id = id.to_string();
+            let mut encoded = Vec::with_capacity(records.len());
+            for r in &records {
+                let body = serde_json::to_string(&r.entry).map_err(|e| StoreError::Encode {
+                    saga: id,
+                    message: e.to_string(),
+                })?;
+                encoded.push(Encoded {
+                    saga_id: saga_id.clone(),
+                    seq: r.seq as i64,
+                    at_ms: r.at_ms as i64,
+                    body,
+                });
+            }
+            let (reply, answer) = oneshot::channel();
+            self.send(Request::Append(Append {
+                records: encoded,
+                created,
+                state,
+                reply,
+            }))?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {
+        self.read(move |conn| {
+            let id = id.to_string();
+            let summary = conn
+                .query_row(
+                    &format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE id = ?1"),
+                    [&id],
+                    summary,
+                )
+                .optional()?;
+            match summary {
+                Some(summary) => Ok(Some(StoredSaga {
+                    summary,
+                    records: records_of(conn, &id)?,
+                })),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        self.read(|conn| {
+            let mut sagas: Vec<StoredSaga> = Vec::new();
+            let mut index: HashMap<String, usize> = HashMap::new();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM sagas WHERE state = 'running'"
+            ))?;
+            for summary in stmt.query_map([], summary)? {
+                let summary = summary?;
+                index.insert(summary.id.to_string(), sagas.len());
+                sagas.push(StoredSaga {
+                    summary,
+                    records: Vec::new(),
+                });
+            }
+            let mut stmt = conn.prepare(
+                "SELECT r.saga_id, r.seq, r.at_ms, r.body FROM records r
+                 JOIN sagas s ON s.id = r.saga_id
+                 WHERE s.state = 'running' ORDER BY r.saga_id, r.seq",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: String = row.get(0)?;
+                if let Some(&i) = index.get(&id) {
+                    sagas[i].records.push(StoredRecord {
+                        seq: row.get::<_, i64>(1)? as u64,
+                        at_ms: row.get::<_, i64>(2)? as u64,
+                        body: row.get(3)?,
+                    });
+                }
+            }
+            Ok(sagas)
+        })
+    }
+
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(state) = filter.state {
+                sql.push_str(" AND state = ?");
+                args.push(state.as_str().to_string().into());
+            }
+            if let Some(name) = &filter.name {
+                sql.push_str(" AND name = ?");
+                args.push(name.clone().into());
+            }
+            if let Some(after) = filter.created_after_ms {
+                sql.push_str(" AND created_ms >= ?");
+                args.push((after as i64).into());
+            }
+            sql.push_str(" ORDER BY created_ms DESC, id");
+            if let Some(limit) = filter.limit {
+                sql.push_str(&format!(" LIMIT {limit}"));
+            }
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), summary)?;
+            rows.collect()
+        })
+    }
+
+    fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            self.send(Request::Prune(before_ms as i64, reply))?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! The SQLite store on its own: group commit, schema versions, conflicts,
+//! damaged records, pruning.
+
+use std::path::PathBuf;
+
+use saga_runtime::SagaId;
+use saga_runtime::log::{DefinitionSnapshot, Entry, Record, SagaState};
+use saga_runtime::store::{ListFilter, SqliteStore, Store, StoreError};
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("saga-test-{}", SagaId::new()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.0.join("sagas.db")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn created(id: SagaId) -> Record {
+    Record::new(
+        id,
+        0,
+        Entry::Created {
+            saga: "Transfer".into(),
+            fingerprint: u64::MAX - 1,
+            input: serde_json::json!({ "amount": 10 }),
+            definition: DefinitionSnapshot { steps: vec![] },
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_transactions() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..256 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let id = SagaId::new();
+            store.append(vec![created(id)]).await?;
+            for seq in 1..4 {
+                let entry = Entry::StepStarted {
+                    step: "hold".into(),
+                    attempt: seq as u32,
+                };
+                store.append(vec![Record::new(id, seq, entry)]).await?;
+            }
+            store
+                .append(vec![Record::new(id, 4, Entry::Completed)])
+                .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.records, 256 * 5);
+    assert!(
+        stats.transactions < stats.records / 2,
+        "group commit should put several records in each transaction: {stats:?}"
+    );
+    let done = store
+        .list(ListFilter {
+            state: Some(SagaState::Completed),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 256);
+    assert_eq!(done[0].fingerprint, u64::MAX - 1);
+}
+
+#[tokio::test]
+async fn records_survive_reopening_and_unfinished_lists_running_sagas() {
+    let dir = TempDir::new();
+    let (running, finished) = (SagaId::new(), SagaId::new());
+    {
+        let store = SqliteStore::open(dir.file()).unwrap();
+        store.append(vec![created(running)]).await.unwrap();
+        store
+            .append(vec![
+                created(finished),
+                Record::new(finished, 1, Entry::Compensated),
+            ])
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let unfinished = store.unfinished().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].summary.id, running);
+    assert_eq!(unfinished[0].records.len(), 1);
+    let loaded = store.load(finished).await.unwrap().unwrap();
+    assert_eq!(loaded.summary.state, SagaState::Compensated);
+    assert_eq!(loaded.records[1].decode().unwrap(), Entry::Compensated);
+    assert!(store.load(SagaId::new()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_second_writer_of_the_same_record_is_refused() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let id = SagaId::new();
+    store.append(vec![created(id)]).await.unwrap();
+    let again = Record::new(id, 1, Entry::Completed);
+    store.append(vec![again.clone()]).await.unwrap();
+    match store.append(vec![again]).await {
+        Err(StoreError::Conflict { saga, seq: 1 }) => assert_eq!(saga, id),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // The conflicting append failed alone: the store still works.
+    let other = SagaId::new();
+    store.append(vec![created(other)]).await.unwrap();
+    assert!(store.load(other).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_the_file_left_alone() {
+    let dir = TempDir::new();
+    drop(SqliteStore::open(dir.file()).unwrap());
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    conn.execute("UPDATE saga_schema SET version = 99", [])
+        .unwrap();
+    drop(conn);
+    match SqliteStore::open(dir.file()) {
+        Err(e @ StoreError::SchemaTooNew { found: 99, .. }) => {
+            assert!(
+                e.to_string().contains("newer than this build supports"),
+                "{e}"
+            );
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
+        Ok(_) => panic!("expected SchemaTooNew, got a store"),
+    }
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    let version: i64 = conn
+        .query_row("SELECT version FROM saga_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 99);
+}
+
+#[tokio::test]
+async fn an_empty_file_is_migrated_to_the_current_schema() {
+    let dir = TempDir::new();
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    conn.execute_batch("CREATE TABLE unrelated (x INTEGER);")
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let id = SagaId::new();
+    store.append(vec![created(id)]).await.unwrap();
+    assert_eq!(store.unfinished().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_returned_undecoded_for_its_saga_alone() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let (damaged, healthy) = (SagaId::new(), SagaId::new());
+    store.append(vec![created(damaged)]).await.unwrap();
+    store.append(vec![created(healthy)]).await.unwrap();
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    conn.execute(
+        "UPDATE records SET body = '{\"event\": \"crea' WHERE saga_id = ?1",
+        [damaged.to_string()],
+    )
+    .unwrap();
+    let unfinished = store.unfinished().await.unwrap();
+    assert_eq!(unfinished.len(), 2);
+    for saga in unfinished {
+        let decoded = saga.records[0].decode();
+        assert_eq!(decoded.is_err(), saga.summary.id == damaged);
+    }
+}
+
+#[tokio::test]
+async fn prune_removes_only_old_finished_sagas() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let (done, running) = (SagaId::new(), SagaId::new());
+    store
+        .append(vec![created(done), Record::new(done, 1, Entry::Completed)])
+        .await
+        .unwrap();
+    store.append(vec![created(running)]).await.unwrap();
+    assert_eq!(
+        store.prune(0).await.unwrap(),
+        0,
+        "nothing is older than the epoch"
+    );
+    assert_eq!(store.prune(u64::MAX / 2).await.unwrap(), 1);
+    assert!(store.load(done).await.unwrap().is_none());
+    assert!(store.load(running).await.unwrap().is_some());
+}
