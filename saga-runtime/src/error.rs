@@ -241,6 +241,78 @@ pub enum Error {
         /// The names that exist, comma separated.
         known: String,
     },
+    /// The saga log could not be read or written. A saga whose log failed
+    /// stops where it is; recovery resumes it from the log.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A record of a saga's log could not be read; only this saga's
+    /// recovery fails.
+    #[error("saga {id}: record {seq} of its log is damaged: {message}")]
+    DamagedRecord {
+        /// The saga run.
+        id: crate::SagaId,
+        /// The record's position in the log.
+        seq: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The log names a saga no registered saga answers to. The log is left
+    /// as it is, so a deploy that dropped the saga can be rolled back.
+    #[error(
+        "saga {id} is a `{name}`, which is not registered with this runtime; its log is left untouched"
+    )]
+    UnknownSaga {
+        /// The saga run.
+        id: crate::SagaId,
+        /// The name in the log.
+        name: String,
+    },
+    /// The saga's definition changed since the log was written (steps,
+    /// their order, dependencies or output types). The log is left as it is,
+    /// so a deploy can be rolled back.
+    #[error(
+        "saga {id}: `{name}` has changed since its log was written (fingerprint {logged:#018x}, now {current:#018x}); finish it with the previous version, or resolve it by hand; its log is left untouched"
+    )]
+    DefinitionChanged {
+        /// The saga run.
+        id: crate::SagaId,
+        /// The saga's name.
+        name: &'static str,
+        /// The fingerprint in the log.
+        logged: u64,
+        /// The registered definition's fingerprint.
+        current: u64,
+    },
+    /// An operation on a saga's log needs a store, and the runtime has none.
+    #[error(
+        "this runtime has no store: build it with `Runtime::builder().store(..)` to resume or inspect sagas"
+    )]
+    NoStore,
+    /// No saga with this id is in the store.
+    #[error("no saga {id} in the store")]
+    NotFound {
+        /// The id asked for.
+        id: crate::SagaId,
+    },
+    /// An operator action that needs a stuck saga was asked of one that is
+    /// not stuck.
+    #[error("saga {id} is {state}, not stuck")]
+    NotStuck {
+        /// The saga run.
+        id: crate::SagaId,
+        /// Its state.
+        state: &'static str,
+    },
+    /// `mark_compensated` named a step that cannot be marked.
+    #[error("saga {id}: step `{step}` cannot be marked compensated: {reason}")]
+    CannotMark {
+        /// The saga run.
+        id: crate::SagaId,
+        /// The step named.
+        step: String,
+        /// Why.
+        reason: String,
+    },
     /// The task running the saga ended without an outcome (the runtime shut
     /// down, or the executor itself panicked).
     #[error("saga {id} ended without an outcome: {reason}")]

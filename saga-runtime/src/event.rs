@@ -21,7 +21,7 @@ pub struct Event<'a> {
 }
 
 /// What happened in an [`Event`]. See [`Listener`] for an example.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub enum EventKind<'a> {
     /// The saga started.

@@ -10,17 +10,19 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::log::{CauseSnapshot, Entry, FailureSnapshot, Record};
 use crate::options::Plan;
+use crate::store::{Store, StoreError};
 use crate::{
-    Cause, Event, EventKind, Failure, Listener, Outcome, Phase, Report, RetryPolicy, Saga, SagaId,
-    StepContext, StepError, StepKind,
+    Cause, Error, Event, EventKind, Failure, Listener, Outcome, Phase, Report, RetryPolicy, Saga,
+    SagaId, StepContext, StepError, StepKind,
 };
 
 /// Asks a running saga to stop going forward. Shared by the handle and the
@@ -63,61 +65,182 @@ pub(crate) struct Run<'r, S: Saga> {
     pub(crate) listener: Option<&'r dyn Listener>,
     pub(crate) cancel: Option<&'r CancelSignal>,
     pub(crate) deadline: Option<Instant>,
+    /// The durable log, if the runtime has a store.
+    pub(crate) journal: Option<Journal<'r>>,
 }
 
-/// How a run of the retry loop ended without success.
+/// Appends a run's records to the store, numbering them.
+pub(crate) struct Journal<'r> {
+    store: &'r dyn Store,
+    next_seq: AtomicU64,
+}
+
+impl<'r> Journal<'r> {
+    /// A journal whose next record is number `next_seq`.
+    pub(crate) fn new(store: &'r dyn Store, next_seq: u64) -> Journal<'r> {
+        Journal {
+            store,
+            next_seq: AtomicU64::new(next_seq),
+        }
+    }
+
+    async fn append(&self, id: SagaId, entry: Entry) -> Result<(), Error> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.store
+            .append(vec![Record::new(id, seq, entry)])
+            .await
+            .map_err(Error::Store)
+    }
+}
+
+/// Where a run starts: from nothing, or where a recovered log left off.
+pub(crate) enum Position {
+    /// Steps `0..next` completed; step `next` runs next, from `attempt`.
+    Forward { next: usize, attempt: u32 },
+    /// Step `step` gave up (steps `0..step` completed) but what follows was
+    /// not recorded yet: roll back, or, past the pivot, become stuck.
+    Failed { step: usize, failure: Failure },
+    /// Steps `0..completed` completed and rollback was decided for `cause`;
+    /// steps marked in `compensated` are already undone. If `gave_up` is
+    /// set, the next compensation already exhausted its policy.
+    Rollback {
+        completed: usize,
+        compensated: Vec<bool>,
+        cause: Cause,
+        attempt: u32,
+        gave_up: Option<Failure>,
+    },
+}
+
+impl Position {
+    pub(crate) const FRESH: Position = Position::Forward {
+        next: 0,
+        attempt: 1,
+    };
+}
+
+/// How a retry loop ended without success.
 enum Stop {
     /// The step or compensation failed for good.
     Failed(Failure),
     /// Cancellation or the deadline interrupted a wait between attempts.
     Interrupted(Cause),
+    /// The log could not be written: the run halts where it is, and
+    /// recovery resumes it from the log.
+    Journal(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Journal(e)
+    }
 }
 
 impl<S: Saga> Run<'_, S> {
-    /// Runs the saga to its outcome.
-    pub(crate) async fn execute(self) -> Outcome<S::Outputs> {
+    /// Runs the saga to its outcome from `position`, with the outputs of the
+    /// steps already completed in `state`.
+    pub(crate) async fn execute(
+        self,
+        state: S::State,
+        position: Position,
+    ) -> Result<Outcome<S::Outputs>, Error> {
         let def = S::definition();
         let span = tracing::info_span!("saga", saga = def.name(), id = %self.id);
-        self.run_all().instrument(span).await
+        self.run_from(state, position).instrument(span).await
     }
 
-    async fn run_all(&self) -> Outcome<S::Outputs> {
+    async fn run_from(
+        &self,
+        mut state: S::State,
+        position: Position,
+    ) -> Result<Outcome<S::Outputs>, Error> {
         let def = S::definition();
-        let mut state = S::State::default();
-        self.emit(EventKind::Started);
-        let mut past_pivot = false;
-        for (i, step) in def.steps().iter().enumerate() {
+        let (first, mut attempt) = match position {
+            Position::Forward { next, attempt } => (next, attempt),
+            Position::Failed { step, failure } => {
+                let cause = Cause::StepFailed(failure.clone());
+                if def.steps()[..step]
+                    .iter()
+                    .any(|s| s.kind() == StepKind::Pivot)
+                {
+                    return self.stuck(&state, cause, Vec::new(), failure).await;
+                }
+                return self
+                    .roll_back(&state, step, cause, Vec::new(), 1, true)
+                    .await;
+            }
+            Position::Rollback {
+                completed,
+                compensated,
+                cause,
+                gave_up: Some(failure),
+                ..
+            } => {
+                let done = names_of(def, &compensated, completed);
+                return self.stuck(&state, cause, done, failure).await;
+            }
+            Position::Rollback {
+                completed,
+                compensated,
+                cause,
+                attempt,
+                gave_up: None,
+            } => {
+                return self
+                    .roll_back(&state, completed, cause, compensated, attempt, false)
+                    .await;
+            }
+        };
+        if first == 0 {
+            self.note(EventKind::Started, &state, 0).await?;
+        }
+        let mut past_pivot = def.steps()[..first]
+            .iter()
+            .any(|s| s.kind() == StepKind::Pivot);
+        for (i, step) in def.steps().iter().enumerate().skip(first) {
             if !past_pivot {
                 if let Some(cause) = self.stop_requested() {
-                    return self.roll_back(&state, i, cause).await;
+                    return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
                 }
             }
-            match self.forward(i, &mut state, past_pivot).await {
+            match self.forward(i, &mut state, past_pivot, attempt).await {
                 Ok(()) => past_pivot |= step.kind() == StepKind::Pivot,
+                Err(Stop::Journal(e)) => return Err(e),
                 Err(Stop::Failed(failure)) if past_pivot => {
-                    return self.stuck(Cause::StepFailed(failure.clone()), Vec::new(), failure);
+                    let cause = Cause::StepFailed(failure.clone());
+                    return self.stuck(&state, cause, Vec::new(), failure).await;
                 }
                 Err(Stop::Failed(failure)) => {
-                    return self.roll_back(&state, i, Cause::StepFailed(failure)).await;
+                    let cause = Cause::StepFailed(failure);
+                    return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
                 }
-                Err(Stop::Interrupted(cause)) => return self.roll_back(&state, i, cause).await,
+                Err(Stop::Interrupted(cause)) => {
+                    return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
+                }
             }
+            attempt = 1;
         }
-        self.emit(EventKind::Completed);
-        Outcome::Completed(S::__outputs(state))
+        self.note(EventKind::Completed, &state, 0).await?;
+        Ok(Outcome::Completed(S::__outputs(state)))
     }
 
-    /// Runs step `i` with its retry policy.
-    async fn forward(&self, i: usize, state: &mut S::State, past_pivot: bool) -> Result<(), Stop> {
+    /// Runs step `i` with its retry policy, from attempt `attempt`.
+    async fn forward(
+        &self,
+        i: usize,
+        state: &mut S::State,
+        past_pivot: bool,
+        mut attempt: u32,
+    ) -> Result<(), Stop> {
         let def = S::definition();
         let name = def.steps()[i].name();
         let policy = self.plan.policy(def, i, Phase::Forward);
-        let mut attempt = 1;
         loop {
-            self.emit(EventKind::StepStarted {
+            let started = EventKind::StepStarted {
                 step: name,
                 attempt,
-            });
+            };
+            self.note(started, state, i).await?;
             let span = tracing::debug_span!("step", step = name, attempt);
             let result = match self.plan.fault(i, Phase::Forward, attempt) {
                 Some(injected) => Err(injected),
@@ -136,22 +259,24 @@ impl<S: Saga> Run<'_, S> {
             };
             let error = match result {
                 Ok(()) => {
-                    self.emit(EventKind::StepSucceeded {
+                    let succeeded = EventKind::StepSucceeded {
                         step: name,
                         attempt,
-                    });
+                    };
+                    self.note(succeeded, state, i).await?;
                     return Ok(());
                 }
                 Err(error) => error,
             };
             let will_retry = error.is_retryable() && policy.allows_attempt(attempt + 1);
             tracing::warn!(parent: &span, error = %error, will_retry, "step failed");
-            self.emit(EventKind::StepFailed {
+            let failed = EventKind::StepFailed {
                 step: name,
                 attempt,
                 error: &error,
                 will_retry,
-            });
+            };
+            self.note(failed, state, i).await?;
             if !will_retry {
                 return Err(Stop::Failed(failure(
                     name,
@@ -175,50 +300,63 @@ impl<S: Saga> Run<'_, S> {
         }
     }
 
-    /// Compensates steps `completed - 1` down to `0`, then reports.
+    /// Compensates the completed steps `completed - 1` down to `0` (skipping
+    /// those marked in `done`), then reports. `decide` records the decision
+    /// to roll back first (false when resuming a rollback already logged).
     async fn roll_back(
         &self,
         state: &S::State,
         completed: usize,
         cause: Cause,
-    ) -> Outcome<S::Outputs> {
+        done: Vec<bool>,
+        mut attempt: u32,
+        decide: bool,
+    ) -> Result<Outcome<S::Outputs>, Error> {
         let def = S::definition();
-        tracing::info!(%cause, "rolling back");
-        self.emit(EventKind::RollbackStarted { cause: &cause });
-        let mut compensated = Vec::new();
+        if decide {
+            tracing::info!(%cause, "rolling back");
+            self.note(EventKind::RollbackStarted { cause: &cause }, state, 0)
+                .await?;
+        }
+        let mut compensated = names_of(def, &done, completed);
         for i in (0..completed).rev() {
             let step = &def.steps()[i];
-            if step.kind() != StepKind::Compensatable {
+            if step.kind() != StepKind::Compensatable || done.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            match self.compensate(i, state).await {
+            match self.compensate(i, state, attempt).await {
                 Ok(()) => compensated.push(step.name()),
-                Err(failure) => return self.stuck(cause, compensated, failure),
+                Err(Stop::Failed(failure)) => {
+                    return self.stuck(state, cause, compensated, failure).await;
+                }
+                Err(Stop::Journal(e)) => return Err(e),
+                Err(Stop::Interrupted(_)) => unreachable!("compensations are never interrupted"),
             }
+            attempt = 1;
         }
-        self.emit(EventKind::Compensated);
-        Outcome::Compensated(Report {
+        self.note(EventKind::Compensated, state, 0).await?;
+        Ok(Outcome::Compensated(Report {
             saga_id: self.id,
             saga: def.name(),
             cause,
             compensated,
             stuck: None,
-        })
+        }))
     }
 
     /// Runs the compensation of step `i` with its retry policy. Never
     /// interrupted: cancellation and the deadline do not apply to undoing.
-    async fn compensate(&self, i: usize, state: &S::State) -> Result<(), Failure> {
+    async fn compensate(&self, i: usize, state: &S::State, mut attempt: u32) -> Result<(), Stop> {
         let def = S::definition();
         let step = &def.steps()[i];
         let (name, compensation) = (step.name(), step.compensation());
         let policy = self.plan.policy(def, i, Phase::Compensation);
-        let mut attempt = 1;
         loop {
-            self.emit(EventKind::CompensationStarted {
+            let started = EventKind::CompensationStarted {
                 step: name,
                 attempt,
-            });
+            };
+            self.note(started, state, i).await?;
             let span = tracing::debug_span!("compensation", step = name, attempt);
             let result = match self.plan.fault(i, Phase::Compensation, attempt) {
                 Some(injected) => Err(injected),
@@ -238,30 +376,32 @@ impl<S: Saga> Run<'_, S> {
             };
             let error = match result {
                 Ok(()) => {
-                    self.emit(EventKind::CompensationSucceeded {
+                    let succeeded = EventKind::CompensationSucceeded {
                         step: name,
                         attempt,
-                    });
+                    };
+                    self.note(succeeded, state, i).await?;
                     return Ok(());
                 }
                 Err(error) => error,
             };
             let will_retry = error.is_retryable() && policy.allows_attempt(attempt + 1);
             tracing::warn!(parent: &span, error = %error, will_retry, "compensation failed");
-            self.emit(EventKind::CompensationFailed {
+            let failed = EventKind::CompensationFailed {
                 step: name,
                 attempt,
                 error: &error,
                 will_retry,
-            });
+            };
+            self.note(failed, state, i).await?;
             if !will_retry {
-                return Err(failure(
+                return Err(Stop::Failed(failure(
                     name,
                     compensation,
                     Phase::Compensation,
                     &error,
                     attempt,
-                ));
+                )));
             }
             let delay = policy.backoff_policy().delay(attempt, self.id.entropy());
             tokio::time::sleep(delay).await;
@@ -269,21 +409,23 @@ impl<S: Saga> Run<'_, S> {
         }
     }
 
-    fn stuck(
+    async fn stuck(
         &self,
+        state: &S::State,
         cause: Cause,
         compensated: Vec<&'static str>,
         failure: Failure,
-    ) -> Outcome<S::Outputs> {
+    ) -> Result<Outcome<S::Outputs>, Error> {
         tracing::error!(%failure, "saga stuck");
-        self.emit(EventKind::Stuck { failure: &failure });
-        Outcome::Stuck(Report {
+        self.note(EventKind::Stuck { failure: &failure }, state, 0)
+            .await?;
+        Ok(Outcome::Stuck(Report {
             saga_id: self.id,
             saga: S::definition().name(),
             cause,
             compensated,
             stuck: Some(failure),
-        })
+        }))
     }
 
     fn repetitions(&self) -> u32 {
@@ -322,15 +464,104 @@ impl<S: Saga> Run<'_, S> {
         }
     }
 
-    fn emit(&self, kind: EventKind<'_>) {
+    /// Records a transition: to the listener, and, with a store, durably to
+    /// the log before the run acts on it. `step` indexes the output to log
+    /// with `StepSucceeded`.
+    async fn note(&self, kind: EventKind<'_>, state: &S::State, step: usize) -> Result<(), Error> {
         if let Some(listener) = self.listener {
             listener.on_event(&Event {
                 saga_id: self.id,
                 saga: S::definition().name(),
-                kind,
+                kind: kind.clone(),
             });
         }
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let Some(entry) = entry_of::<S>(self.id, &kind, state, step)? else {
+            return Ok(());
+        };
+        journal.append(self.id, entry).await
     }
+}
+
+/// The names of the steps marked in `done` among `0..completed`, in the
+/// order rollback undid them (reverse).
+fn names_of(def: &crate::Definition, done: &[bool], completed: usize) -> Vec<&'static str> {
+    (0..completed)
+        .rev()
+        .filter(|&i| done.get(i).copied().unwrap_or(false))
+        .map(|i| def.steps()[i].name())
+        .collect()
+}
+
+/// The log entry for a transition (`None` for those not logged).
+fn entry_of<S: Saga>(
+    id: SagaId,
+    kind: &EventKind<'_>,
+    state: &S::State,
+    step: usize,
+) -> Result<Option<Entry>, Error> {
+    Ok(Some(match *kind {
+        EventKind::Started => return Ok(None),
+        EventKind::StepStarted { step, attempt } => Entry::StepStarted {
+            step: step.to_string(),
+            attempt,
+        },
+        EventKind::StepSucceeded {
+            step: name,
+            attempt,
+        } => Entry::StepSucceeded {
+            step: name.to_string(),
+            attempt,
+            output: S::__encode_output(state, step).map_err(|e| {
+                Error::Store(StoreError::Encode {
+                    saga: id,
+                    message: format!("the output of step `{name}`: {e}"),
+                })
+            })?,
+        },
+        EventKind::StepFailed {
+            step,
+            attempt,
+            error,
+            will_retry,
+        } => Entry::StepFailed {
+            step: step.to_string(),
+            attempt,
+            error: error.chain_string(),
+            retryable: error.is_retryable(),
+            will_retry,
+        },
+        EventKind::RollbackStarted { cause } => Entry::RollbackStarted {
+            cause: CauseSnapshot::of(cause),
+        },
+        EventKind::CompensationStarted { step, attempt } => Entry::CompensationStarted {
+            step: step.to_string(),
+            attempt,
+        },
+        EventKind::CompensationSucceeded { step, attempt } => Entry::CompensationSucceeded {
+            step: step.to_string(),
+            attempt,
+        },
+        EventKind::CompensationFailed {
+            step,
+            attempt,
+            error,
+            will_retry,
+        } => Entry::CompensationFailed {
+            step: step.to_string(),
+            attempt,
+            error: error.chain_string(),
+            retryable: error.is_retryable(),
+            will_retry,
+        },
+        EventKind::Completed => Entry::Completed,
+        EventKind::Compensated => Entry::Compensated,
+        EventKind::Stuck { failure } => Entry::Stuck {
+            failure: FailureSnapshot::of(failure),
+        },
+    }))
 }
 
 fn failure(

@@ -14,10 +14,12 @@ mod executor;
 pub mod log;
 mod options;
 mod outcome;
+mod recovery;
 mod retry;
 mod runtime;
 mod saga;
 pub mod store;
+pub mod testing;
 
 #[doc(hidden)]
 pub mod __private;
@@ -29,5 +31,5 @@ pub use crate::event::{Event, EventKind, Listener};
 pub use crate::options::{Faults, InjectedFault, SagaOptions};
 pub use crate::outcome::{Cause, Failure, Outcome, Report};
 pub use crate::retry::{Backoff, RetryPolicy};
-pub use crate::runtime::{Builder, Canceller, Runtime, SagaHandle};
+pub use crate::runtime::{Builder, Canceller, Ended, RecoveryReport, Runtime, SagaHandle};
 pub use crate::saga::Saga;

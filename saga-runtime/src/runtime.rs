@@ -1,4 +1,5 @@
-//! The runtime: where sagas are registered, started and awaited.
+//! The runtime: where sagas are registered, started, awaited, and, with a
+//! store, recovered after a crash.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -7,8 +8,12 @@ use std::sync::{Arc, RwLock};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::executor::{CancelSignal, Run};
-use crate::{Error, Listener, Outcome, Saga, SagaId, SagaOptions};
+use crate::executor::{CancelSignal, Journal, Position, Run};
+use crate::log::{DefinitionSnapshot, Entry, Record, SagaState};
+use crate::options::Plan;
+use crate::recovery::{self, Replayed};
+use crate::store::{BoxFuture, Store, StoreError, StoredSaga};
+use crate::{Error, Listener, Outcome, Report, Saga, SagaId, SagaOptions, StepKind};
 
 /// Runs sagas. Cheap to clone: clones share the same registry and settings.
 ///
@@ -42,8 +47,16 @@ pub struct Runtime {
 }
 
 struct Inner {
-    sagas: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    registry: RwLock<Registry>,
     listener: Option<Arc<dyn Listener>>,
+    store: Option<Arc<dyn Store>>,
+    recovery_concurrency: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    by_name: HashMap<&'static str, Arc<dyn Resumable>>,
 }
 
 /// Configures a [`Runtime`].
@@ -63,10 +76,21 @@ struct Inner {
 /// # drop(runtime);
 /// # Ok(()) }
 /// ```
-#[derive(Default)]
 #[must_use = "call `.build().await` to get a runtime"]
 pub struct Builder {
     listener: Option<Arc<dyn Listener>>,
+    store: Option<Arc<dyn Store>>,
+    recovery_concurrency: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            listener: None,
+            store: None,
+            recovery_concurrency: 64,
+        }
+    }
 }
 
 impl Builder {
@@ -76,12 +100,27 @@ impl Builder {
         self
     }
 
+    /// Logs every transition durably to `store` before acting on it, so that
+    /// [`Runtime::recover`] can finish every saga after a crash.
+    pub fn store(mut self, store: impl Store) -> Builder {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// How many sagas [`Runtime::recover`] resumes at once (default 64).
+    pub fn recovery_concurrency(mut self, limit: usize) -> Builder {
+        self.recovery_concurrency = limit.max(1);
+        self
+    }
+
     /// Builds the runtime. Without a store it runs in memory.
     pub async fn build(self) -> Result<Runtime, Error> {
         Ok(Runtime {
             inner: Arc::new(Inner {
-                sagas: RwLock::new(HashMap::new()),
+                registry: RwLock::new(Registry::default()),
                 listener: self.listener,
+                store: self.store,
+                recovery_concurrency: self.recovery_concurrency,
             }),
         })
     }
@@ -93,25 +132,44 @@ impl Runtime {
         Builder::default()
     }
 
+    /// The store, if the runtime has one.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.inner.store.as_ref()
+    }
+
     /// Registers the services of saga `S`. Starting a saga needs its
-    /// registration, and so does recovering it after a restart. Registering
-    /// again replaces the earlier value.
+    /// registration, and so does recovering it after a restart (by its
+    /// name). Registering again replaces the earlier value.
     pub fn register<S: Saga>(&self, saga: Arc<S>) {
-        let mut sagas = self
+        let name = S::definition().name();
+        let mut registry = self
             .inner
-            .sagas
+            .registry
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        sagas.insert(TypeId::of::<S>(), saga);
+        registry.by_type.insert(
+            TypeId::of::<S>(),
+            Arc::clone(&saga) as Arc<dyn Any + Send + Sync>,
+        );
+        let previous = registry
+            .by_name
+            .insert(name, Arc::new(Registered(saga)) as Arc<dyn Resumable>);
+        if previous.is_some_and(|p| p.type_id_of_saga() != TypeId::of::<S>()) {
+            tracing::warn!(
+                saga = name,
+                "two saga types share the name `{name}`; recovery uses the last registered"
+            );
+        }
     }
 
     fn lookup<S: Saga>(&self) -> Result<Arc<S>, Error> {
-        let sagas = self
+        let registry = self
             .inner
-            .sagas
+            .registry
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        sagas
+        registry
+            .by_type
             .get(&TypeId::of::<S>())
             .cloned()
             .and_then(|any| any.downcast::<S>().ok())
@@ -120,8 +178,18 @@ impl Runtime {
             })
     }
 
+    fn lookup_name(&self, name: &str) -> Option<Arc<dyn Resumable>> {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        registry.by_name.get(name).cloned()
+    }
+
     /// Starts a saga on its own task and returns a handle to await or cancel
-    /// it.
+    /// it. With a store, the saga and its input are durable once this
+    /// returns.
     pub async fn start<S: Saga>(&self, input: S::Input) -> Result<SagaHandle<S>, Error> {
         self.start_with::<S>(input, SagaOptions::default()).await
     }
@@ -135,23 +203,18 @@ impl Runtime {
         let saga = self.lookup::<S>()?;
         let id = options.id.unwrap_or_default();
         let plan = options.plan(S::definition())?;
+        self.log_created::<S>(id, &input).await?;
         let cancel = Arc::new(CancelSignal::default());
-        let listener = self.inner.listener.clone();
-        let signal = Arc::clone(&cancel);
-        let deadline = plan.deadline.map(|d| Instant::now() + d);
-        let task = tokio::spawn(async move {
-            Run {
-                saga: &*saga,
-                input: &input,
-                id,
-                plan: &plan,
-                listener: listener.as_deref(),
-                cancel: Some(&signal),
-                deadline,
-            }
-            .execute()
-            .await
-        });
+        let task = self.spawn_run(
+            saga,
+            id,
+            input,
+            plan,
+            S::State::default(),
+            Position::FRESH,
+            1,
+            Some(Arc::clone(&cancel)),
+        );
         Ok(SagaHandle { id, cancel, task })
     }
 
@@ -170,7 +233,8 @@ impl Runtime {
         let saga = self.lookup::<S>()?;
         let id = options.id.unwrap_or_default();
         let plan = options.plan(S::definition())?;
-        let outcome = Run {
+        self.log_created::<S>(id, &input).await?;
+        Run {
             saga: &*saga,
             input: &input,
             id,
@@ -178,10 +242,295 @@ impl Runtime {
             listener: self.inner.listener.as_deref(),
             cancel: None,
             deadline: plan.deadline.map(|d| Instant::now() + d),
+            journal: self.inner.store.as_deref().map(|s| Journal::new(s, 1)),
         }
-        .execute()
-        .await;
-        Ok(outcome)
+        .execute(S::State::default(), Position::FRESH)
+        .await
+    }
+
+    /// Writes the `created` record (input and definition) of a new saga.
+    async fn log_created<S: Saga>(&self, id: SagaId, input: &S::Input) -> Result<(), Error> {
+        let Some(store) = &self.inner.store else {
+            return Ok(());
+        };
+        let def = S::definition();
+        let input = serde_json::to_value(input).map_err(|e| StoreError::Encode {
+            saga: id,
+            message: format!("the input: {e}"),
+        })?;
+        let created = Entry::Created {
+            saga: def.name().to_string(),
+            fingerprint: def.fingerprint(),
+            input,
+            definition: DefinitionSnapshot::of(def),
+        };
+        store.append(vec![Record::new(id, 0, created)]).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_run<S: Saga>(
+        &self,
+        saga: Arc<S>,
+        id: SagaId,
+        input: S::Input,
+        plan: Plan,
+        state: S::State,
+        position: Position,
+        next_seq: u64,
+        cancel: Option<Arc<CancelSignal>>,
+    ) -> JoinHandle<Result<Outcome<S::Outputs>, Error>> {
+        let listener = self.inner.listener.clone();
+        let store = self.inner.store.clone();
+        let deadline = plan.deadline.map(|d| Instant::now() + d);
+        tokio::spawn(async move {
+            Run {
+                saga: &*saga,
+                input: &input,
+                id,
+                plan: &plan,
+                listener: listener.as_deref(),
+                cancel: cancel.as_deref(),
+                deadline,
+                journal: store.as_deref().map(|s| Journal::new(s, next_seq)),
+            }
+            .execute(state, position)
+            .await
+        })
+    }
+
+    /// Resumes every unfinished saga in the store, each from where its log
+    /// left off, and waits until they have all ended. A step that was
+    /// running at the crash runs again with the same idempotency key; a
+    /// rollback in progress continues. Stuck sagas stay stuck (see
+    /// [`resume`](Self::resume)). A saga whose log is damaged, whose name is
+    /// not registered, or whose definition changed is not touched: it is
+    /// listed in the report's `failed`, and every other saga still recovers.
+    pub async fn recover(&self) -> Result<RecoveryReport, Error> {
+        let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
+        let unfinished = store.unfinished().await?;
+        let mut report = RecoveryReport::default();
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.inner.recovery_concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for stored in unfinished {
+            let id = stored.summary.id;
+            let Some(saga) = self.lookup_name(&stored.summary.name) else {
+                report.failed.push((
+                    id,
+                    Error::UnknownSaga {
+                        id,
+                        name: stored.summary.name.clone(),
+                    },
+                ));
+                continue;
+            };
+            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                unreachable!("the semaphore is never closed")
+            };
+            let runtime = self.clone();
+            tasks.spawn(async move {
+                let result = saga.resume(runtime, stored).await;
+                drop(permit);
+                (id, result)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(ended))) => report.count(ended),
+                Ok((id, Err(e))) => report.failed.push((id, e)),
+                Err(e) => {
+                    return Err(Error::Aborted {
+                        id: SagaId::from(uuid::Uuid::nil()),
+                        reason: format!("a recovery task failed: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Resumes a stuck saga (after an operator fixed what made it stuck):
+    /// the compensation (or post-pivot step) that gave up is tried again
+    /// with a fresh retry policy, and the saga goes on from there.
+    pub async fn resume(&self, id: SagaId) -> Result<Ended, Error> {
+        let stored = self.stuck_saga(id).await?;
+        let saga = self
+            .lookup_name(&stored.summary.name)
+            .ok_or_else(|| Error::UnknownSaga {
+                id,
+                name: stored.summary.name.clone(),
+            })?;
+        let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
+        let seq = stored.records.last().map_or(0, |r| r.seq + 1);
+        store
+            .append(vec![Record::new(id, seq, Entry::Resumed)])
+            .await?;
+        let stored = store.load(id).await?.ok_or(Error::NotFound { id })?;
+        saga.resume(self.clone(), stored).await
+    }
+
+    /// Records that an operator undid step `step` of a stuck saga by hand, so
+    /// that [`resume`](Self::resume) skips its compensation.
+    pub async fn mark_compensated(&self, id: SagaId, step: &str) -> Result<(), Error> {
+        let stored = self.stuck_saga(id).await?;
+        let saga = self
+            .lookup_name(&stored.summary.name)
+            .ok_or_else(|| Error::UnknownSaga {
+                id,
+                name: stored.summary.name.clone(),
+            })?;
+        saga.check_markable(&stored, step)?;
+        let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
+        let seq = stored.records.last().map_or(0, |r| r.seq + 1);
+        let entry = Entry::MarkedCompensated {
+            step: step.to_string(),
+        };
+        store.append(vec![Record::new(id, seq, entry)]).await?;
+        Ok(())
+    }
+
+    async fn stuck_saga(&self, id: SagaId) -> Result<StoredSaga, Error> {
+        let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
+        let stored = store.load(id).await?.ok_or(Error::NotFound { id })?;
+        if stored.summary.state != SagaState::Stuck {
+            return Err(Error::NotStuck {
+                id,
+                state: stored.summary.state.as_str(),
+            });
+        }
+        Ok(stored)
+    }
+}
+
+/// How a saga ended, without its typed outputs: what [`Runtime::recover`]
+/// and [`Runtime::resume`] report, since they run sagas of any type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Every step succeeded.
+    Completed,
+    /// Rolled back.
+    Compensated(Report),
+    /// Needs an operator.
+    Stuck(Report),
+}
+
+impl<O> From<Outcome<O>> for Ended {
+    fn from(outcome: Outcome<O>) -> Ended {
+        match outcome {
+            Outcome::Completed(_) => Ended::Completed,
+            Outcome::Compensated(r) => Ended::Compensated(r),
+            Outcome::Stuck(r) => Ended::Stuck(r),
+        }
+    }
+}
+
+/// What [`Runtime::recover`] did.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Sagas that completed.
+    pub completed: usize,
+    /// Sagas that were compensated.
+    pub compensated: usize,
+    /// Sagas that ended stuck.
+    pub stuck: usize,
+    /// Sagas that could not be recovered, and why; their logs are untouched.
+    pub failed: Vec<(SagaId, Error)>,
+}
+
+impl RecoveryReport {
+    fn count(&mut self, ended: Ended) {
+        match ended {
+            Ended::Completed => self.completed += 1,
+            Ended::Compensated(_) => self.compensated += 1,
+            Ended::Stuck(_) => self.stuck += 1,
+        }
+    }
+
+    /// How many sagas were resumed to an end.
+    pub fn resumed(&self) -> usize {
+        self.completed + self.compensated + self.stuck
+    }
+}
+
+/// A registered saga, as recovery sees it: by name, type erased.
+trait Resumable: Send + Sync {
+    fn resume(
+        &self,
+        runtime: Runtime,
+        stored: StoredSaga,
+    ) -> BoxFuture<'static, Result<Ended, Error>>;
+    fn check_markable(&self, stored: &StoredSaga, step: &str) -> Result<(), Error>;
+    fn type_id_of_saga(&self) -> TypeId;
+}
+
+struct Registered<S: Saga>(Arc<S>);
+
+impl<S: Saga> Resumable for Registered<S> {
+    fn resume(
+        &self,
+        runtime: Runtime,
+        stored: StoredSaga,
+    ) -> BoxFuture<'static, Result<Ended, Error>> {
+        let saga = Arc::clone(&self.0);
+        Box::pin(async move {
+            let Replayed {
+                id,
+                input,
+                state,
+                position,
+                next_seq,
+                stuck,
+                finished,
+            } = recovery::replay::<S>(&stored)?;
+            if stuck || finished {
+                return Err(Error::NotStuck {
+                    id,
+                    state: stored.summary.state.as_str(),
+                });
+            }
+            let plan = SagaOptions::default().plan(S::definition())?;
+            let task = runtime.spawn_run(saga, id, input, plan, state, position, next_seq, None);
+            let outcome = task.await.map_err(|e| Error::Aborted {
+                id,
+                reason: e.to_string(),
+            })??;
+            Ok(Ended::from(outcome))
+        })
+    }
+
+    fn check_markable(&self, stored: &StoredSaga, step: &str) -> Result<(), Error> {
+        let def = S::definition();
+        let id = stored.summary.id;
+        let cannot = |reason: &str| Error::CannotMark {
+            id,
+            step: step.to_string(),
+            reason: reason.to_string(),
+        };
+        let i = def.step_index(step).ok_or_else(|| {
+            cannot(&format!(
+                "the saga has no such step (it has: {})",
+                def.known_names()
+            ))
+        })?;
+        if def.steps()[i].kind() != StepKind::Compensatable {
+            return Err(cannot("it has no compensation"));
+        }
+        let replayed = recovery::replay::<S>(stored)?;
+        match replayed.position {
+            Position::Rollback {
+                completed,
+                compensated,
+                ..
+            } if i < completed && !compensated[i] => Ok(()),
+            Position::Rollback { .. } => {
+                Err(cannot("it did not complete, or is already compensated"))
+            }
+            _ => Err(cannot("the saga is not rolling back")),
+        }
+    }
+
+    fn type_id_of_saga(&self) -> TypeId {
+        TypeId::of::<S>()
     }
 }
 
@@ -221,7 +570,7 @@ impl Runtime {
 pub struct SagaHandle<S: Saga> {
     id: SagaId,
     cancel: Arc<CancelSignal>,
-    task: JoinHandle<Outcome<S::Outputs>>,
+    task: JoinHandle<Result<Outcome<S::Outputs>, Error>>,
 }
 
 impl<S: Saga> SagaHandle<S> {
@@ -249,7 +598,7 @@ impl<S: Saga> SagaHandle<S> {
         self.task.await.map_err(|e| Error::Aborted {
             id: self.id,
             reason: e.to_string(),
-        })
+        })?
     }
 }
 

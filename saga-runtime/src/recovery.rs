@@ -1,0 +1,229 @@
+//! Reading a saga back from its log: the input, the outputs of the steps
+//! that completed, and where the run stands, so that it continues exactly
+//! where it stopped. A step started but not finished runs again (with the
+//! same idempotency key); a rollback in progress continues.
+
+use std::collections::HashMap;
+
+use crate::executor::Position;
+use crate::log::Entry;
+use crate::store::StoredSaga;
+use crate::{Error, Failure, Phase, Saga, SagaId, StepKind};
+
+/// A saga's log, replayed.
+pub(crate) struct Replayed<S: Saga> {
+    pub(crate) id: SagaId,
+    pub(crate) input: S::Input,
+    pub(crate) state: S::State,
+    pub(crate) position: Position,
+    /// The number the next record gets.
+    pub(crate) next_seq: u64,
+    /// The log ends stuck (no operator has resumed it).
+    pub(crate) stuck: bool,
+    /// The log ends with the saga finished.
+    pub(crate) finished: bool,
+}
+
+/// What the log says of one step.
+#[derive(Clone, Default)]
+struct StepLog {
+    completed: bool,
+    compensated: bool,
+    /// The last failed attempt of the step, and whether it gave up.
+    failed: Option<(u32, bool)>,
+    /// The last failed attempt of its compensation, and whether it gave up.
+    compensation_failed: Option<(u32, bool)>,
+    /// The last error of either, for a report.
+    last_error: Option<(String, bool)>,
+}
+
+pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error> {
+    let def = S::definition();
+    let id = stored.summary.id;
+    let damaged = |seq: u64, message: String| Error::DamagedRecord { id, seq, message };
+    let mut records = stored.records.iter();
+    let Some(first) = records.next() else {
+        return Err(damaged(0, "the log is empty".into()));
+    };
+    let (input, logged) = match first.decode() {
+        Ok(Entry::Created {
+            saga,
+            fingerprint,
+            input,
+            ..
+        }) => {
+            if saga != def.name() {
+                return Err(Error::UnknownSaga { id, name: saga });
+            }
+            (input, fingerprint)
+        }
+        Ok(other) => {
+            return Err(damaged(
+                first.seq,
+                format!("the first record is `{}`, not `created`", other.name()),
+            ));
+        }
+        Err(e) => return Err(damaged(first.seq, e.to_string())),
+    };
+    if logged != def.fingerprint() {
+        return Err(Error::DefinitionChanged {
+            id,
+            name: def.name(),
+            logged,
+            current: def.fingerprint(),
+        });
+    }
+    let input: S::Input = serde_json::from_value(input)
+        .map_err(|e| damaged(first.seq, format!("the input does not decode: {e}")))?;
+
+    let n = def.steps().len();
+    let mut steps = vec![StepLog::default(); n];
+    let mut state = S::State::default();
+    let mut cause = None;
+    let mut stuck = false;
+    let mut finished = false;
+    let mut next_seq = first.seq + 1;
+    let index: HashMap<&str, usize> = def
+        .steps()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name(), i))
+        .collect();
+    for record in records {
+        let entry = record
+            .decode()
+            .map_err(|e| damaged(record.seq, e.to_string()))?;
+        let step_of = |name: &str| {
+            index.get(name).copied().ok_or_else(|| {
+                damaged(
+                    record.seq,
+                    format!("names step `{name}`, which the saga does not have"),
+                )
+            })
+        };
+        match entry {
+            Entry::Created { .. } => {
+                return Err(damaged(record.seq, "a second `created` record".into()));
+            }
+            Entry::StepStarted { step, .. } | Entry::CompensationStarted { step, .. } => {
+                step_of(&step)?;
+            }
+            Entry::StepSucceeded { step, output, .. } => {
+                let i = step_of(&step)?;
+                S::__decode_output(&mut state, i, output).map_err(|e| {
+                    damaged(
+                        record.seq,
+                        format!("the output of step `{step}` does not decode: {e}"),
+                    )
+                })?;
+                steps[i].completed = true;
+            }
+            Entry::StepFailed {
+                step,
+                attempt,
+                error,
+                retryable,
+                will_retry,
+            } => {
+                let i = step_of(&step)?;
+                steps[i].failed = Some((attempt, !will_retry));
+                steps[i].last_error = Some((error, retryable));
+            }
+            Entry::RollbackStarted { cause: c } => {
+                cause = Some(c.restore(def).ok_or_else(|| {
+                    damaged(
+                        record.seq,
+                        "the rollback's cause names an unknown step".into(),
+                    )
+                })?);
+            }
+            Entry::CompensationSucceeded { step, .. } | Entry::MarkedCompensated { step } => {
+                steps[step_of(&step)?].compensated = true;
+            }
+            Entry::CompensationFailed {
+                step,
+                attempt,
+                error,
+                retryable,
+                will_retry,
+            } => {
+                let i = step_of(&step)?;
+                steps[i].compensation_failed = Some((attempt, !will_retry));
+                steps[i].last_error = Some((error, retryable));
+            }
+            Entry::Stuck { .. } => stuck = true,
+            Entry::Resumed => {
+                // An operator's resume starts every policy afresh.
+                stuck = false;
+                for s in &mut steps {
+                    s.failed = None;
+                    s.compensation_failed = None;
+                }
+            }
+            Entry::Completed | Entry::Compensated => finished = true,
+        }
+        next_seq = record.seq + 1;
+    }
+
+    let completed = steps.iter().position(|s| !s.completed).unwrap_or(n);
+    let failure = |i: usize, phase: Phase, attempts: u32| {
+        let step = &def.steps()[i];
+        let (error, retryable) = steps[i].last_error.clone().unwrap_or_default();
+        Failure {
+            step: step.name(),
+            compensation: match phase {
+                Phase::Forward => None,
+                Phase::Compensation => step.compensation(),
+            },
+            phase,
+            error,
+            retryable,
+            attempts,
+        }
+    };
+    let position = match cause {
+        Some(cause) => {
+            let next = (0..completed).rev().find(|&i| {
+                def.steps()[i].kind() == StepKind::Compensatable && !steps[i].compensated
+            });
+            let (attempt, gave_up) =
+                match next.and_then(|i| steps[i].compensation_failed.map(|f| (i, f))) {
+                    Some((i, (attempt, true))) => {
+                        (attempt, Some(failure(i, Phase::Compensation, attempt)))
+                    }
+                    Some((_, (attempt, false))) => (attempt + 1, None),
+                    None => (1, None),
+                };
+            Position::Rollback {
+                completed,
+                compensated: steps.iter().map(|s| s.compensated).collect(),
+                cause,
+                attempt,
+                gave_up,
+            }
+        }
+        None => match steps.get(completed).and_then(|s| s.failed) {
+            Some((attempt, true)) => Position::Failed {
+                step: completed,
+                failure: failure(completed, Phase::Forward, attempt),
+            },
+            Some((attempt, false)) => Position::Forward {
+                next: completed,
+                attempt: attempt + 1,
+            },
+            None => Position::Forward {
+                next: completed,
+                attempt: 1,
+            },
+        },
+    };
+    Ok(Replayed {
+        id,
+        input,
+        state,
+        position,
+        next_seq,
+        stuck,
+        finished,
+    })
+}
