@@ -25,8 +25,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Durable storage of saga logs.
 ///
 /// Implementations must make `append` all-or-nothing per call and durable
-/// before its future resolves, keep each saga's records in `seq` order, and
-/// track each saga's [`SagaState`] from the entries appended
+/// before its future resolves, order appends by call (records of one call
+/// become durable no later than those of any later call, even if nobody
+/// awaits the first), keep each saga's records in `seq` order, and track
+/// each saga's [`SagaState`] from the entries appended
 /// ([`Entry::state_after`]).
 pub trait Store: Send + Sync + 'static {
     /// Appends `records` (of one saga, in order) durably.

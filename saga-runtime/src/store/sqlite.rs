@@ -179,6 +179,43 @@ impl SqliteStore {
         }
     }
 
+    /// Encodes `records` and hands them to the writer; the receiver answers
+    /// once they are durable.
+    fn enqueue(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Option<oneshot::Receiver<Result<(), StoreError>>>, StoreError> {
+        let Some(first) = records.first() else {
+            return Ok(None);
+        };
+        let id = first.saga_id;
+        let created = created(first).map(|(name, fp)| (name.to_string(), fp as i64));
+        let state =
+            final_state(&records).map(|s| (s, records.last().map_or(0, |r| r.at_ms) as i64));
+        let saga_id = id.to_string();
+        let mut encoded = Vec::with_capacity(records.len());
+        for r in &records {
+            let body = serde_json::to_string(&r.entry).map_err(|e| StoreError::Encode {
+                saga: id,
+                message: e.to_string(),
+            })?;
+            encoded.push(Encoded {
+                saga_id: saga_id.clone(),
+                seq: r.seq as i64,
+                at_ms: r.at_ms as i64,
+                body,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append(Append {
+            records: encoded,
+            created,
+            state,
+            reply,
+        }))?;
+        Ok(Some(answer))
+    }
+
     /// Runs `f` with a read connection on a blocking thread.
     fn read<T: Send + 'static>(
         &self,
@@ -426,36 +463,15 @@ fn records_of(conn: &Connection, id: &str) -> Result<Vec<StoredRecord>, rusqlite
 
 impl Store for SqliteStore {
     fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Encode and enqueue now, so appends are ordered by call: the
+        // writer commits them in that order, whether or not the caller
+        // awaits the answer.
+        let sent = self.enqueue(records);
         Box::pin(async move {
-            let Some(first) = records.first() else {
-                return Ok(());
-            };
-            let id = first.saga_id;
-            let created = created(first).map(|(name, fp)| (name.to_string(), fp as i64));
-            let state =
-                final_state(&records).map(|s| (s, records.last().map_or(0, |r| r.at_ms) as i64));
-            let saga_id = id.to_string();
-            let mut encoded = Vec::with_capacity(records.len());
-            for r in &records {
-                let body = serde_json::to_string(&r.entry).map_err(|e| StoreError::Encode {
-                    saga: id,
-                    message: e.to_string(),
-                })?;
-                encoded.push(Encoded {
-                    saga_id: saga_id.clone(),
-                    seq: r.seq as i64,
-                    at_ms: r.at_ms as i64,
-                    body,
-                });
+            match sent? {
+                Some(answer) => answer.await.map_err(|_| StoreError::Closed)?,
+                None => Ok(()),
             }
-            let (reply, answer) = oneshot::channel();
-            self.send(Request::Append(Append {
-                records: encoded,
-                created,
-                state,
-                reply,
-            }))?;
-            answer.await.map_err(|_| StoreError::Closed)?
         })
     }
 

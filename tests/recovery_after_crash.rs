@@ -1,0 +1,331 @@
+//! Recovery from a saga log: interrupted steps run again under the same
+//! idempotency key, damaged or foreign logs fail alone and stay untouched,
+//! stuck sagas wait for an operator.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use saga::log::{Entry, SagaState};
+use saga::prelude::*;
+use saga::store::{ListFilter, MemoryStore, SqliteStore, Store};
+use saga::testing::{CrashPoint, CrashingStore};
+use saga::{Ended, Error, Faults, SagaId};
+use tokio::sync::Semaphore;
+
+/// A two-step saga whose second step waits at a gate: closed, the step
+/// never finishes (the process "dies" there); open, it goes through.
+pub struct Gated {
+    gate: Arc<Semaphore>,
+    keys: Mutex<Vec<String>>,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+    undone: Mutex<Vec<&'static str>>,
+}
+
+impl Gated {
+    fn new(open: bool) -> Arc<Gated> {
+        let gate = Semaphore::new(0);
+        if open {
+            gate.close();
+        }
+        Arc::new(Gated {
+            gate: Arc::new(gate),
+            keys: Mutex::new(Vec::new()),
+            running: AtomicUsize::new(0),
+            most_running: AtomicUsize::new(0),
+            undone: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[saga(input = u32, name = "Gated")]
+impl Gated {
+    #[step(compensate = unreserve)]
+    async fn reserve(&self, input: &u32) -> Result<u32, StepError> {
+        Ok(*input)
+    }
+    async fn unreserve(&self) -> Result<(), StepError> {
+        self.undone.lock().unwrap().push("reserve");
+        Ok(())
+    }
+
+    #[step(compensate = uncharge, compensate_retry(attempts = 2))]
+    async fn charge(&self, reserve: &u32, cx: &StepContext) -> Result<u32, StepError> {
+        self.keys.lock().unwrap().push(cx.idempotency_key().to_string());
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        // A closed semaphore errors at once: the gate is open.
+        let _ = self.gate.acquire().await;
+        tokio::task::yield_now().await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(reserve * 2)
+    }
+    async fn uncharge(&self) -> Result<(), StepError> {
+        self.undone.lock().unwrap().push("charge");
+        Ok(())
+    }
+
+    #[step(pivot)]
+    async fn confirm(&self, charge: &u32) -> Result<u32, StepError> {
+        Ok(*charge)
+    }
+}
+
+/// Starts `n` sagas on a runtime whose gate is closed, and waits until each
+/// is inside `charge`: the state of a process killed at that moment.
+async fn crashed_mid_step(store: impl Store + Clone, n: usize) -> Vec<SagaId> {
+    let runtime = Runtime::builder().store(store).build().await.unwrap();
+    let saga = Gated::new(false);
+    runtime.register(Arc::clone(&saga));
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(runtime.start::<Gated>(i as u32).await.unwrap().id());
+    }
+    while saga.running.load(Ordering::SeqCst) < n {
+        tokio::task::yield_now().await;
+    }
+    ids
+}
+
+async fn recovering_runtime(store: impl Store, saga: &Arc<Gated>) -> Runtime {
+    let runtime = Runtime::builder()
+        .store(store)
+        .recovery_concurrency(8)
+        .build()
+        .await
+        .unwrap();
+    runtime.register(Arc::clone(saga));
+    runtime
+}
+
+#[tokio::test]
+async fn an_interrupted_step_runs_again_with_the_same_key() {
+    let store = MemoryStore::new();
+    let ids = crashed_mid_step(store.clone(), 1).await;
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let report = runtime.recover().await.unwrap();
+    assert_eq!((report.completed, report.failed.len()), (1, 0));
+    assert_eq!(*saga.keys.lock().unwrap(), [format!("{}/charge", ids[0])]);
+    let log = store.load(ids[0]).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, SagaState::Completed);
+    // The interrupted attempt 1 is run again as attempt 1: it never ended.
+    let starts: Vec<Entry> = log
+        .records
+        .iter()
+        .map(|r| r.decode().unwrap())
+        .filter(|e| matches!(e, Entry::StepStarted { step, .. } if step == "charge"))
+        .collect();
+    assert_eq!(starts.len(), 2);
+}
+
+#[tokio::test]
+async fn recovery_runs_sagas_concurrently_within_the_limit() {
+    let store = MemoryStore::new();
+    crashed_mid_step(store.clone(), 40).await;
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let report = runtime.recover().await.unwrap();
+    assert_eq!(report.completed, 40);
+    let most = saga.most_running.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} ran at once with a limit of 8");
+    assert!(store.unfinished().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_damaged_record_fails_only_its_saga_and_names_it() {
+    let store = MemoryStore::new();
+    let ids = crashed_mid_step(store.clone(), 3).await;
+    assert!(store.overwrite_record(ids[1], 2, "{\"event\":\"step_succ"));
+    let saga = Gated::new(true);
+    let report = recovering_runtime(store.clone(), &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!(report.completed, 2);
+    assert_eq!(report.failed.len(), 1);
+    let (id, error) = &report.failed[0];
+    assert_eq!(*id, ids[1]);
+    assert!(matches!(error, Error::DamagedRecord { seq: 2, .. }), "{error}");
+    assert!(error.to_string().contains(&format!("saga {}: record 2", ids[1])), "{error}");
+    let damaged = store.load(ids[1]).await.unwrap().unwrap();
+    assert_eq!(damaged.summary.state, SagaState::Running);
+}
+
+#[tokio::test]
+async fn an_unregistered_saga_is_refused_and_its_log_left_alone() {
+    let store = MemoryStore::new();
+    let ids = crashed_mid_step(store.clone(), 1).await;
+    let before = store.record_count();
+    let runtime = Runtime::builder().store(store.clone()).build().await.unwrap();
+    let report = runtime.recover().await.unwrap();
+    assert_eq!(report.resumed(), 0);
+    match &report.failed[..] {
+        [(id, Error::UnknownSaga { name, .. })] => {
+            assert_eq!((*id, name.as_str()), (ids[0], "Gated"));
+        }
+        other => panic!("expected an unknown saga, got {other:?}"),
+    }
+    assert_eq!(store.record_count(), before);
+}
+
+#[tokio::test]
+async fn a_changed_definition_is_refused_and_its_log_left_alone() {
+    /// The same name as `Gated`, with a step less.
+    pub struct GatedV2;
+    #[saga(input = u32, name = "Gated")]
+    impl GatedV2 {
+        #[step(pivot)]
+        async fn reserve(&self, input: &u32) -> Result<u32, StepError> {
+            Ok(*input)
+        }
+    }
+
+    let store = MemoryStore::new();
+    crashed_mid_step(store.clone(), 1).await;
+    let before = store.record_count();
+    let runtime = Runtime::builder().store(store.clone()).build().await.unwrap();
+    runtime.register(Arc::new(GatedV2));
+    let report = runtime.recover().await.unwrap();
+    match &report.failed[..] {
+        [(_, e @ Error::DefinitionChanged { name: "Gated", .. })] => {
+            assert!(e.to_string().contains("has changed since its log was written"), "{e}");
+        }
+        other => panic!("expected a changed definition, got {other:?}"),
+    }
+    assert_eq!(store.record_count(), before);
+    assert_eq!(store.unfinished().await.unwrap().len(), 1);
+}
+
+/// Runs a saga whose `confirm` fails and whose `uncharge` gives up: stuck.
+async fn stuck_saga(store: MemoryStore) -> SagaId {
+    let runtime = Runtime::builder().store(store).build().await.unwrap();
+    runtime.register(Gated::new(true));
+    let options = SagaOptions::new().faults(
+        Faults::new()
+            .fail_step_permanently("confirm")
+            .fail_compensation("uncharge", 1..),
+    );
+    let outcome = runtime.run_with::<Gated>(1, options).await.unwrap();
+    assert!(outcome.is_stuck(), "{outcome:?}");
+    outcome.report().unwrap().saga_id
+}
+
+#[tokio::test]
+async fn a_stuck_saga_stays_stuck_through_recovery_until_resumed() {
+    let store = MemoryStore::new();
+    let id = stuck_saga(store.clone()).await;
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let report = runtime.recover().await.unwrap();
+    assert_eq!((report.resumed(), report.failed.len()), (0, 0));
+    assert_eq!(
+        store.load(id).await.unwrap().unwrap().summary.state,
+        SagaState::Stuck
+    );
+    assert!(saga.undone.lock().unwrap().is_empty());
+
+    match runtime.resume(id).await.unwrap() {
+        Ended::Compensated(report) => assert_eq!(report.compensated, ["charge", "reserve"]),
+        other => panic!("expected compensated, got {other:?}"),
+    }
+    assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
+    assert!(matches!(
+        runtime.resume(id).await,
+        Err(Error::NotStuck { state: "compensated", .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_step_marked_compensated_by_an_operator_is_skipped_on_resume() {
+    let store = MemoryStore::new();
+    let id = stuck_saga(store.clone()).await;
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let refused = runtime.mark_compensated(id, "confirm").await.unwrap_err();
+    assert!(refused.to_string().contains("has no compensation"), "{refused}");
+    let refused = runtime.mark_compensated(id, "nope").await.unwrap_err();
+    assert!(refused.to_string().contains("no such step"), "{refused}");
+
+    runtime.mark_compensated(id, "charge").await.unwrap();
+    let ended = runtime.resume(id).await.unwrap();
+    assert!(matches!(ended, Ended::Compensated(_)), "{ended:?}");
+    assert_eq!(*saga.undone.lock().unwrap(), ["reserve"]);
+}
+
+#[tokio::test]
+async fn operator_actions_need_a_store_and_a_stuck_saga() {
+    let runtime = Runtime::builder().build().await.unwrap();
+    assert!(matches!(runtime.recover().await, Err(Error::NoStore)));
+    assert!(matches!(runtime.resume(SagaId::new()).await, Err(Error::NoStore)));
+    let store = MemoryStore::new();
+    let runtime = Runtime::builder().store(store).build().await.unwrap();
+    let missing = SagaId::new();
+    assert!(matches!(
+        runtime.resume(missing).await,
+        Err(Error::NotFound { id }) if id == missing
+    ));
+}
+
+#[tokio::test]
+async fn a_crash_after_the_rollback_decision_continues_the_rollback() {
+    let durable = MemoryStore::new();
+    // created, reserve x2, charge x2, confirm started/failed, rollback: 7
+    // records (0..=7), then uncharge starts; crash right after record 8.
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(8));
+    let runtime = Runtime::builder().store(crashing.clone()).build().await.unwrap();
+    runtime.register(Gated::new(true));
+    let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("confirm"));
+    let handle = runtime.start_with::<Gated>(1, options).await.unwrap();
+    let id = handle.id();
+    crashing.wait_for_crash().await;
+    drop(handle);
+
+    let saga = Gated::new(true);
+    let report = recovering_runtime(durable.clone(), &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!(report.compensated, 1);
+    assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
+    let log = durable.load(id).await.unwrap().unwrap();
+    let rollbacks = log
+        .records
+        .iter()
+        .filter(|r| matches!(r.decode(), Ok(Entry::RollbackStarted { .. })))
+        .count();
+    assert_eq!(rollbacks, 1, "the decision is not taken twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_logs_survive_the_runtime_and_recover() {
+    let dir = std::env::temp_dir().join(format!("saga-recovery-{}", SagaId::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sagas.db");
+    let ids = crashed_mid_step(SqliteStore::open(&file).unwrap(), 5).await;
+
+    let store = SqliteStore::open(&file).unwrap();
+    let saga = Gated::new(true);
+    let report = recovering_runtime(store.clone(), &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!((report.completed, report.failed.len()), (5, 0));
+    let done = store
+        .list(ListFilter {
+            state: Some(SagaState::Completed),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut done: Vec<SagaId> = done.into_iter().map(|s| s.id).collect();
+    let mut expected = ids;
+    done.sort();
+    expected.sort();
+    assert_eq!(done, expected);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
