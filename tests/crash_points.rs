@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use saga::Faults;
 use saga::log::SagaState;
 use saga::prelude::*;
 use saga::testing::{CrashCase, explore_crash_points};
-use saga::Faults;
 
 /// Two accounts and a journal of applied operations, keyed by idempotency
 /// key, so a repeated operation is recognised and not applied twice.
@@ -142,14 +142,10 @@ async fn every_crash_point_of_a_clean_run_recovers_whole() {
 #[tokio::test]
 async fn every_crash_point_of_a_rollback_recovers_whole() {
     let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("capture"));
-    let explored = explore_crash_points::<Ledger, _, _>(
-        || async { Ledger::funded() },
-        30,
-        options,
-        whole,
-    )
-    .await
-    .unwrap_or_else(|failure| panic!("{failure}"));
+    let explored =
+        explore_crash_points::<Ledger, _, _>(|| async { Ledger::funded() }, 30, options, whole)
+            .await
+            .unwrap_or_else(|failure| panic!("{failure}"));
     // created, 3 x (started, succeeded|failed), rollback, 2 x (started,
     // succeeded), compensated
     assert_eq!(explored.records, 13);
@@ -162,14 +158,10 @@ async fn every_crash_point_of_a_stuck_compensation_recovers_whole_after_resume()
             .fail_step_permanently("capture")
             .fail_compensation("uncredit", 1..),
     );
-    let explored = explore_crash_points::<Ledger, _, _>(
-        || async { Ledger::funded() },
-        30,
-        options,
-        whole,
-    )
-    .await
-    .unwrap_or_else(|failure| panic!("{failure}"));
+    let explored =
+        explore_crash_points::<Ledger, _, _>(|| async { Ledger::funded() }, 30, options, whole)
+            .await
+            .unwrap_or_else(|failure| panic!("{failure}"));
     // created, 3 x (started, succeeded|failed), rollback, 2 x uncredit
     // (started, failed), stuck
     assert_eq!(explored.records, 13);
@@ -206,6 +198,9 @@ async fn the_explorer_catches_a_step_that_is_not_idempotent() {
     .expect_err("a crash after the charge but before its record charges twice");
     assert_eq!(failure.message, "charged 2 times");
     let report = failure.to_string();
-    assert!(report.contains("crash right before record 2 is durable"), "{report}");
+    assert!(
+        report.contains("crash right before record 2 is durable"),
+        "{report}"
+    );
     assert!(report.contains("step_started"), "{report}");
 }

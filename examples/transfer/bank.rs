@@ -71,7 +71,13 @@ pub struct Bank {
 }
 
 impl Bank {
-    pub fn new(name: &'static str, accounts: u32, balance: i64, outage_rate: f64, seed: u64) -> Bank {
+    pub fn new(
+        name: &'static str,
+        accounts: u32,
+        balance: i64,
+        outage_rate: f64,
+        seed: u64,
+    ) -> Bank {
         let books = Books {
             balances: (0..accounts).map(|a| (a, balance)).collect(),
             ..Books::default()
@@ -85,7 +91,9 @@ impl Bank {
     }
 
     fn books(&self) -> Result<std::sync::MutexGuard<'_, Books>, BankError> {
-        let roll = self.dice.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let roll = self
+            .dice
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         let unit = (mix(roll) >> 11) as f64 / (1u64 << 53) as f64;
         if unit < self.outage_rate {
             return Err(BankError::Unavailable(self.name));

@@ -156,7 +156,10 @@ async fn main() -> Result<ExitCode, saga::Error> {
 
     let after = transfer.payer_bank.total() + transfer.payee_bank.total();
     let open_holds = transfer.payer_bank.open_holds();
-    let [completed, compensated, stuck] = counts.as_ref().each_ref().map(|c| c.load(Ordering::Relaxed));
+    let [completed, compensated, stuck] = counts
+        .as_ref()
+        .each_ref()
+        .map(|c| c.load(Ordering::Relaxed));
     println!("transfers        {TRANSFERS:>10}");
     println!("completed        {completed:>10}");
     println!("compensated      {compensated:>10}");
