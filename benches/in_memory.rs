@@ -2,6 +2,9 @@
 //!
 //! Run with: `cargo bench --bench in_memory`
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 mod support;
 
 use std::sync::Arc;

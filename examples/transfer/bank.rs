@@ -130,21 +130,21 @@ impl Bank {
         let Books {
             balances, holds, ..
         } = &mut *books;
-        if let Some(h) = holds.get_mut(&hold.0) {
-            if h.state == HoldState::Open {
-                h.state = HoldState::Released;
-                *balances.entry(h.account).or_default() += h.amount;
-            }
+        if let Some(h) = holds.get_mut(&hold.0)
+            && h.state == HoldState::Open
+        {
+            h.state = HoldState::Released;
+            *balances.entry(h.account).or_default() += h.amount;
         }
         Ok(())
     }
 
     pub fn capture(&self, hold: &HoldId) -> Result<(), BankError> {
         let mut books = self.books()?;
-        if let Some(h) = books.holds.get_mut(&hold.0) {
-            if h.state == HoldState::Open {
-                h.state = HoldState::Captured;
-            }
+        if let Some(h) = books.holds.get_mut(&hold.0)
+            && h.state == HoldState::Open
+        {
+            h.state = HoldState::Captured;
         }
         Ok(())
     }
@@ -173,11 +173,11 @@ impl Bank {
         let Books {
             balances, credits, ..
         } = &mut *books;
-        if let Some(c) = credits.get_mut(&credit.0) {
-            if !c.reversed {
-                c.reversed = true;
-                *balances.entry(c.account).or_default() -= c.amount;
-            }
+        if let Some(c) = credits.get_mut(&credit.0)
+            && !c.reversed
+        {
+            c.reversed = true;
+            *balances.entry(c.account).or_default() -= c.amount;
         }
         Ok(())
     }

@@ -189,7 +189,7 @@ async fn main() -> Result<ExitCode, saga::Error> {
 fn request(n: usize) -> TransferRequest {
     let n = n as u64;
     let mix = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let amount = if mix % 10 == 0 {
+    let amount = if mix.is_multiple_of(10) {
         OPENING_BALANCE * 100
     } else {
         (mix >> 8) as i64 % 500 + 1

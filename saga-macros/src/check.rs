@@ -188,8 +188,10 @@ fn check_names(saga: &Saga, cx: &mut Ctxt) {
             );
         }
     }
-    if let Some(outputs) = &saga.args.outputs {
-        if *outputs == saga.self_ident {
+    if let Some(outputs) = &saga.args.outputs
+        && *outputs == saga.self_ident
+    {
+        {
             cx.error_spanned_by(
                 outputs,
                 "the outputs struct needs a name of its own, not the saga's",
@@ -381,8 +383,10 @@ pub fn compensation_args<'a>(
         };
         args.push(Arg { param, source });
     }
-    if let Some(ty) = sig.output_type() {
-        if !is_unit(ty) {
+    if let Some(ty) = sig.output_type()
+        && !is_unit(ty)
+    {
+        {
             cx.error_spanned_by(
                 ty,
                 "a compensation returns `Result<(), E>`: it undoes, it produces nothing",

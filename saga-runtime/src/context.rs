@@ -24,6 +24,17 @@ impl SagaId {
         SagaId(Uuid::new_v4())
     }
 
+    /// An id from 128 bits, for ids derived from something else (a request
+    /// number, say) so that a repeated request finds the same saga.
+    ///
+    /// ```
+    /// # use saga_runtime::SagaId;
+    /// assert_eq!(SagaId::from_u128(1).to_string(), "00000000-0000-0000-0000-000000000001");
+    /// ```
+    pub const fn from_u128(bits: u128) -> SagaId {
+        SagaId(Uuid::from_u128(bits))
+    }
+
     /// The id as a UUID.
     pub fn as_uuid(&self) -> Uuid {
         self.0

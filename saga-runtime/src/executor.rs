@@ -198,10 +198,8 @@ impl<S: Saga> Run<'_, S> {
             .iter()
             .any(|s| s.kind() == StepKind::Pivot);
         for (i, step) in def.steps().iter().enumerate().skip(first) {
-            if !past_pivot {
-                if let Some(cause) = self.stop_requested() {
-                    return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
-                }
+            if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
+                return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
             }
             match self.forward(i, &mut state, past_pivot, attempt).await {
                 Ok(()) => past_pivot |= step.kind() == StepKind::Pivot,
@@ -472,7 +470,7 @@ impl<S: Saga> Run<'_, S> {
             listener.on_event(&Event {
                 saga_id: self.id,
                 saga: S::definition().name(),
-                kind: kind.clone(),
+                kind,
             });
         }
         let Some(journal) = &self.journal else {

@@ -386,14 +386,14 @@ async fn only_saga(durable: &MemoryStore) -> Option<SagaSummary> {
 
 async fn failure(durable: &MemoryStore, case: CrashCase, message: String) -> CrashFailure {
     let mut log = Vec::new();
-    if let Some(summary) = only_saga(durable).await {
-        if let Ok(Some(stored)) = durable.load(summary.id).await {
-            log = stored
-                .records
-                .iter()
-                .map(|r| format!("{:>3} {}", r.seq, r.body))
-                .collect();
-        }
+    if let Some(summary) = only_saga(durable).await
+        && let Ok(Some(stored)) = durable.load(summary.id).await
+    {
+        log = stored
+            .records
+            .iter()
+            .map(|r| format!("{:>3} {}", r.seq, r.body))
+            .collect();
     }
     CrashFailure { case, message, log }
 }

@@ -88,15 +88,15 @@ impl MemoryStore {
             });
         }
         let mut sagas = self.lock();
-        if !sagas.contains_key(&id) {
-            let Some((name, fingerprint)) = created(first) else {
-                return Err(StoreError::Backend(format!(
-                    "saga {id}: the first record must be `created`"
-                )));
-            };
-            sagas.insert(
-                id,
-                StoredSaga {
+        let saga = match sagas.entry(id) {
+            std::collections::hash_map::Entry::Occupied(saga) => saga.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let Some((name, fingerprint)) = created(first) else {
+                    return Err(StoreError::Backend(format!(
+                        "saga {id}: the first record must be `created`"
+                    )));
+                };
+                slot.insert(StoredSaga {
                     summary: SagaSummary {
                         id,
                         name: name.to_string(),
@@ -106,11 +106,8 @@ impl MemoryStore {
                         updated_ms: first.at_ms,
                     },
                     records: Vec::new(),
-                },
-            );
-        }
-        let Some(saga) = sagas.get_mut(&id) else {
-            unreachable!("inserted above")
+                })
+            }
         };
         let next = saga.records.last().map_or(0, |r| r.seq + 1);
         if first.seq < next {

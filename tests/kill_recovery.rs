@@ -1,0 +1,334 @@
+//! A real process, killed with SIGKILL at random moments while it moves
+//! money with durable sagas, restarted with recovery each time: at the end
+//! every saga is completed or compensated, never half, and no money was
+//! created or lost.
+//!
+//! This test runs itself as the worker (`kill_recovery --worker DIR`), so it
+//! has its own `main` (`harness = false` in Cargo.toml).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use saga::log::SagaState;
+use saga::prelude::*;
+use saga::store::{ListFilter, SqliteStore, Store, StoreError};
+use saga::{Error, SagaId};
+use serde::{Deserialize, Serialize};
+
+const SAGAS: u64 = 1_500;
+const ACCOUNTS: i64 = 20;
+const OPENING: i64 = 1_000;
+const KILLS: usize = 5;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--worker") {
+        let dir = PathBuf::from(&args[i + 1]);
+        let runtime = tokio::runtime::Runtime::new().expect("tokio");
+        return match runtime.block_on(worker(&dir)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // libtest-style output, so CI's summary counts this test.
+    println!("\nrunning 1 test");
+    let started = Instant::now();
+    match killed_workers_leave_every_saga_whole() {
+        Ok(summary) => {
+            println!("test killed_workers_leave_every_saga_whole ... ok ({summary})");
+            println!(
+                "\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            println!("test killed_workers_leave_every_saga_whole ... FAILED\n\n{message}");
+            println!(
+                "\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn killed_workers_leave_every_saga_whole() -> Result<String, String> {
+    let dir = std::env::temp_dir().join(format!("saga-kill-{}", SagaId::new()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut seed = u64::from(std::process::id()) ^ 0x5eed;
+    let mut kills = 0;
+    for _ in 0..KILLS {
+        let mut child = Command::new(&exe)
+            .args(["--worker", &dir.display().to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the worker: {e}"))?;
+        seed = next(seed);
+        std::thread::sleep(Duration::from_millis(20 + seed % 300));
+        if child.try_wait().map_err(|e| e.to_string())?.is_none() {
+            child.kill().map_err(|e| e.to_string())?; // SIGKILL
+            kills += 1;
+        }
+        child.wait().map_err(|e| e.to_string())?;
+    }
+    let status = Command::new(&exe)
+        .args(["--worker", &dir.display().to_string()])
+        .status()
+        .map_err(|e| format!("cannot start the last worker: {e}"))?;
+    if !status.success() {
+        return Err(format!("the last worker failed: {status}"));
+    }
+    let summary = check(&dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(format!("{kills} kills, {summary}"))
+}
+
+fn next(x: u64) -> u64 {
+    let x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB)
+}
+
+/// One transfer between two accounts of the world.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Move {
+    from: i64,
+    to: i64,
+    amount: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WorldError {
+    #[error("insufficient funds")]
+    Insufficient,
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+impl Classify for WorldError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, WorldError::Db(_))
+    }
+}
+
+/// The world the sagas change: a SQLite file of balances and a journal of
+/// applied operations (keyed by idempotency key, so nothing applies twice).
+pub struct World {
+    conn: Mutex<Connection>,
+}
+
+impl World {
+    fn open(path: &Path) -> Result<World, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS balances (account INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS journal (key TEXT PRIMARY KEY, saga TEXT NOT NULL, op TEXT NOT NULL, amount INTEGER NOT NULL);",
+        )?;
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM balances", [], |r| r.get(0))?;
+        if count == 0 {
+            for account in 0..ACCOUNTS {
+                conn.execute(
+                    "INSERT INTO balances (account, balance) VALUES (?1, ?2)",
+                    params![account, OPENING],
+                )?;
+            }
+        }
+        Ok(World {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Applies `delta` to `account` once under `cx`'s key, atomically with
+    /// its journal entry.
+    fn apply(
+        &self,
+        cx: &StepContext,
+        op: &str,
+        account: i64,
+        delta: i64,
+    ) -> Result<(), WorldError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction()?;
+        let key = cx.idempotency_key().to_string();
+        let done: Option<String> = tx
+            .query_row("SELECT key FROM journal WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if done.is_none() {
+            let balance: i64 = tx.query_row(
+                "SELECT balance FROM balances WHERE account = ?1",
+                [account],
+                |r| r.get(0),
+            )?;
+            if balance + delta < 0 {
+                return Err(WorldError::Insufficient);
+            }
+            tx.execute(
+                "UPDATE balances SET balance = balance + ?2 WHERE account = ?1",
+                params![account, delta],
+            )?;
+            tx.execute(
+                "INSERT INTO journal (key, saga, op, amount) VALUES (?1, ?2, ?3, ?4)",
+                params![key, cx.saga_id().to_string(), op, delta],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[saga(input = Move)]
+impl World {
+    #[step(compensate = refund, retry(attempts = 3, backoff = fixed("1ms")))]
+    async fn withdraw(&self, input: &Move, cx: &StepContext) -> Result<(), WorldError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        self.apply(cx, "withdraw", input.from, -input.amount)
+    }
+    async fn refund(&self, input: &Move, cx: &StepContext) -> Result<(), WorldError> {
+        self.apply(cx, "refund", input.from, input.amount)
+    }
+
+    #[step(compensate = reclaim, retry(attempts = 3, backoff = fixed("1ms")))]
+    async fn deposit(&self, input: &Move, cx: &StepContext) -> Result<(), WorldError> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        self.apply(cx, "deposit", input.to, input.amount)
+    }
+    async fn reclaim(&self, input: &Move, cx: &StepContext) -> Result<(), WorldError> {
+        self.apply(cx, "reclaim", input.to, -input.amount)
+    }
+
+    #[step(pivot)]
+    async fn commit(&self, cx: &StepContext) -> Result<(), WorldError> {
+        self.apply(cx, "commit", 0, 0)
+    }
+}
+
+fn saga_id(n: u64) -> SagaId {
+    SagaId::from_u128(uuid_from(n))
+}
+
+fn uuid_from(n: u64) -> u128 {
+    (0x5a6a_0000_0000_4000_8000_0000_0000_0000u128) | u128::from(n)
+}
+
+/// Recovers what the previous worker left, then starts every saga not yet
+/// in the log, and runs them all to their end.
+async fn worker(dir: &Path) -> Result<(), Error> {
+    let store = SqliteStore::open(dir.join("sagas.db"))?;
+    let world = Arc::new(
+        World::open(&dir.join("world.db")).map_err(|e| StoreError::Backend(e.to_string()))?,
+    );
+    let runtime = Runtime::builder().store(store).build().await?;
+    runtime.register(Arc::clone(&world));
+    let report = runtime.recover().await?;
+    if let Some((id, e)) = report.failed.first() {
+        eprintln!("recovery of {id} failed: {e}");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    for n in 0..SAGAS {
+        let runtime = runtime.clone();
+        let in_flight = Arc::clone(&in_flight);
+        tasks.spawn(async move {
+            let _permit = in_flight.acquire().await;
+            let x = next(n);
+            let request = Move {
+                from: (x % ACCOUNTS as u64) as i64,
+                to: ((x >> 8) % ACCOUNTS as u64) as i64,
+                amount: if x.is_multiple_of(7) {
+                    OPENING * 10
+                } else {
+                    ((x >> 16) % 300) as i64 + 1
+                },
+            };
+            let options = SagaOptions::new().id(saga_id(n));
+            match runtime.start_with::<World>(request, options).await {
+                Ok(handle) => handle.outcome().await.map(drop),
+                // Started by an earlier worker: recovery finished it.
+                Err(Error::Store(StoreError::Conflict { .. })) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| Error::Aborted {
+            id: SagaId::new(),
+            reason: e.to_string(),
+        })??;
+    }
+    Ok(())
+}
+
+/// Every saga completed or compensated; each completed saga withdrew,
+/// deposited and committed once; each compensated one left no net change;
+/// the money adds up.
+fn check(dir: &Path) -> Result<String, String> {
+    let tokio = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let summaries = tokio.block_on(async {
+        let store = SqliteStore::open(dir.join("sagas.db")).map_err(|e| e.to_string())?;
+        store
+            .list(ListFilter::default())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    if summaries.len() as u64 != SAGAS {
+        return Err(format!(
+            "{} sagas in the log, expected {SAGAS}",
+            summaries.len()
+        ));
+    }
+    let world = Connection::open(dir.join("world.db")).map_err(|e| e.to_string())?;
+    let total: i64 = world
+        .query_row("SELECT SUM(balance) FROM balances", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if total != ACCOUNTS * OPENING {
+        return Err(format!(
+            "money was created or lost: {total} != {}",
+            ACCOUNTS * OPENING
+        ));
+    }
+    let (mut completed, mut compensated) = (0, 0);
+    for s in &summaries {
+        let mut stmt = world
+            .prepare("SELECT op, amount FROM journal WHERE saga = ?1 ORDER BY op")
+            .map_err(|e| e.to_string())?;
+        let ops: Vec<(String, i64)> = stmt
+            .query_map([s.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| e.to_string())?
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let names: Vec<&str> = ops.iter().map(|(op, _)| op.as_str()).collect();
+        let net: i64 = ops.iter().map(|(_, a)| a).sum();
+        match s.state {
+            SagaState::Completed if names == ["commit", "deposit", "withdraw"] && net == 0 => {
+                completed += 1
+            }
+            SagaState::Compensated
+                if net == 0
+                    && !names.contains(&"commit")
+                    && names.contains(&"withdraw") == names.contains(&"refund")
+                    && names.contains(&"deposit") == names.contains(&"reclaim") =>
+            {
+                compensated += 1
+            }
+            state => {
+                return Err(format!(
+                    "saga {} ended {state:?} with operations {names:?} (net {net})",
+                    s.id
+                ));
+            }
+        }
+    }
+    Ok(format!("{completed} completed, {compensated} compensated"))
+}
