@@ -2,7 +2,6 @@
 //! policies. The `#[saga]` macro builds one per saga in a `static`; the
 //! runtime reads it to drive execution, and it renders as a Mermaid graph.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::RetryPolicy;
@@ -235,42 +234,6 @@ impl Definition {
     /// `"completed"`, `"failed"`, `"compensated"`, `"running"`, `"pending"`, or
     /// `None` for no colour.
     pub fn to_mermaid_with(&self, class_of: impl Fn(usize) -> Option<&'static str>) -> String {
-        let mut out = String::from("flowchart TD\n    input([input])\n");
-        for (i, s) in self.steps.iter().enumerate() {
-            let label = match s.compensation {
-                Some(c) => format!("{}<br/><small>undo: {}</small>", s.name, c),
-                None => s.name.to_string(),
-            };
-            let _ = match s.kind {
-                StepKind::Pivot => writeln!(out, "    s{i}{{{{\"{label} (pivot)\"}}}}"),
-                StepKind::Readonly => writeln!(out, "    s{i}(\"{label} (readonly)\")"),
-                _ => writeln!(out, "    s{i}[\"{label}\"]"),
-            };
-        }
-        for (i, s) in self.steps.iter().enumerate() {
-            if s.deps.is_empty() {
-                let _ = writeln!(out, "    input --> s{i}");
-            }
-            for d in s.deps {
-                let _ = writeln!(out, "    s{d} --> s{i}");
-            }
-        }
-        // Names as edge comments keep the graph readable as text too.
-        for (i, s) in self.steps.iter().enumerate() {
-            for d in s.deps {
-                let _ = writeln!(out, "    %% {} --> {}", self.steps[*d].name, s.name);
-            }
-            if let Some(class) = class_of(i) {
-                let _ = writeln!(out, "    class s{i} {class}");
-            }
-        }
-        out.push_str(
-            "    classDef completed fill:#c8e6c9,stroke:#2e7d32\n    \
-             classDef failed fill:#ffcdd2,stroke:#c62828\n    \
-             classDef compensated fill:#fff9c4,stroke:#f9a825\n    \
-             classDef running fill:#bbdefb,stroke:#1565c0\n    \
-             classDef pending fill:#eeeeee,stroke:#9e9e9e\n",
-        );
-        out
+        crate::log::DefinitionSnapshot::of(self).to_mermaid_with(class_of)
     }
 }

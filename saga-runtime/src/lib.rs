@@ -11,6 +11,7 @@ mod definition;
 mod error;
 mod event;
 mod executor;
+pub mod inspect;
 pub mod log;
 mod options;
 mod outcome;

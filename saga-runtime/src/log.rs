@@ -242,6 +242,67 @@ pub struct StepSnapshot {
 }
 
 impl DefinitionSnapshot {
+    /// Renders the saga as a Mermaid flowchart; see
+    /// [`Definition::to_mermaid_with`].
+    ///
+    /// ```
+    /// use saga_runtime::log::{DefinitionSnapshot, StepSnapshot};
+    /// let def = DefinitionSnapshot {
+    ///     steps: vec![StepSnapshot {
+    ///         name: "hold".into(),
+    ///         kind: "pivot".into(),
+    ///         compensation: None,
+    ///         deps: vec![],
+    ///         output_type: "HoldId".into(),
+    ///     }],
+    /// };
+    /// let graph = def.to_mermaid_with(|_| Some("completed"));
+    /// assert!(graph.contains("s0{{\"hold (pivot)\"}}"));
+    /// assert!(graph.contains("class s0 completed"));
+    /// ```
+    pub fn to_mermaid_with(&self, class_of: impl Fn(usize) -> Option<&'static str>) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from("flowchart TD\n    input([input])\n");
+        for (i, s) in self.steps.iter().enumerate() {
+            let label = match &s.compensation {
+                Some(c) => format!("{}<br/><small>undo: {}</small>", s.name, c),
+                None => s.name.clone(),
+            };
+            let _ = match s.kind.as_str() {
+                "pivot" => writeln!(out, "    s{i}{{{{\"{label} (pivot)\"}}}}"),
+                "readonly" => writeln!(out, "    s{i}(\"{label} (readonly)\")"),
+                _ => writeln!(out, "    s{i}[\"{label}\"]"),
+            };
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.deps.is_empty() {
+                let _ = writeln!(out, "    input --> s{i}");
+            }
+            for d in &s.deps {
+                let _ = writeln!(out, "    s{d} --> s{i}");
+            }
+        }
+        // Names as comments keep the graph readable as text too.
+        for (i, s) in self.steps.iter().enumerate() {
+            for d in &s.deps {
+                if let Some(dep) = self.steps.get(*d) {
+                    let _ = writeln!(out, "    %% {} --> {}", dep.name, s.name);
+                }
+            }
+            if let Some(class) = class_of(i) {
+                let _ = writeln!(out, "    class s{i} {class}");
+            }
+        }
+        out.push_str(
+            "    classDef completed fill:#c8e6c9,stroke:#2e7d32\n    \
+             classDef failed fill:#ffcdd2,stroke:#c62828\n    \
+             classDef compensated fill:#fff9c4,stroke:#f9a825\n    \
+             classDef running fill:#bbdefb,stroke:#1565c0\n    \
+             classDef pending fill:#eeeeee,stroke:#9e9e9e\n",
+        );
+        out
+    }
+
     /// The snapshot of `def`.
     pub fn of(def: &Definition) -> DefinitionSnapshot {
         DefinitionSnapshot {

@@ -1,0 +1,198 @@
+//! `saga-inspect`: read a saga log (a SQLite store file) without the code
+//! that wrote it.
+//!
+//! ```text
+//! saga-inspect sagas.db list --state stuck --since 2h
+//! saga-inspect sagas.db show 5a6a0000-0000-4000-8000-000000000042
+//! saga-inspect sagas.db show 5a6a0000-0000-4000-8000-000000000042 --json
+//! saga-inspect sagas.db prune --older-than 30d
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use saga_runtime::SagaId;
+use saga_runtime::inspect::{Inspection, utc};
+use saga_runtime::log::SagaState;
+use saga_runtime::store::{ListFilter, SqliteStore, Store};
+
+/// Inspect a saga log.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The log: a SQLite file written by `SqliteStore`.
+    db: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List sagas, newest first.
+    List {
+        /// Only sagas in this state.
+        #[arg(long, value_enum)]
+        state: Option<State>,
+        /// Only sagas of this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only sagas created within this long, such as `30m`, `2h`, `7d`.
+        #[arg(long, value_parser = parse_age)]
+        since: Option<Duration>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON, one object per saga.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one saga: its timeline and its graph, steps coloured by state.
+    Show {
+        /// The saga's id.
+        id: SagaId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete completed and compensated sagas older than a retention.
+    Prune {
+        /// Such as `30d`.
+        #[arg(long, value_parser = parse_age)]
+        older_than: Duration,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum State {
+    Running,
+    Completed,
+    Compensated,
+    Stuck,
+}
+
+impl From<State> for SagaState {
+    fn from(s: State) -> SagaState {
+        match s {
+            State::Running => SagaState::Running,
+            State::Completed => SagaState::Completed,
+            State::Compensated => SagaState::Compensated,
+            State::Stuck => SagaState::Stuck,
+        }
+    }
+}
+
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number and a unit, such as 30m, 2h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("saga-inspect: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    if !cli.db.is_file() {
+        return Err(format!("{}: no such file", cli.db.display()));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&cli.db).map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::List {
+                state,
+                name,
+                since,
+                limit,
+                json,
+            } => {
+                let filter = ListFilter {
+                    state: state.map(SagaState::from),
+                    name,
+                    created_after_ms: since
+                        .map(|age| now_ms().saturating_sub(age.as_millis() as u64)),
+                    limit: Some(limit),
+                };
+                let sagas = store.list(filter).await.map_err(|e| e.to_string())?;
+                if json {
+                    for s in &sagas {
+                        let line = serde_json::json!({
+                            "id": s.id, "name": s.name, "state": s.state,
+                            "fingerprint": format!("{:016x}", s.fingerprint),
+                            "created_ms": s.created_ms, "updated_ms": s.updated_ms,
+                        });
+                        println!("{line}");
+                    }
+                } else {
+                    println!(
+                        "{:<36}  {:<20}  {:<11}  {:<23}  updated (UTC)",
+                        "id", "name", "state", "created (UTC)"
+                    );
+                    for s in &sagas {
+                        println!(
+                            "{:<36}  {:<20}  {:<11}  {:<23}  {}",
+                            s.id,
+                            s.name,
+                            s.state.as_str(),
+                            utc(s.created_ms),
+                            utc(s.updated_ms)
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Command::Show { id, json } => {
+                let stored = store
+                    .load(id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no saga {id} in {}", cli.db.display()))?;
+                let view = Inspection::of(&stored);
+                if json {
+                    let text = serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?;
+                    println!("{text}");
+                } else {
+                    println!("{}", view.table());
+                    println!("```mermaid\n{}```", view.mermaid());
+                }
+                Ok(())
+            }
+            Command::Prune { older_than } => {
+                let before = now_ms().saturating_sub(older_than.as_millis() as u64);
+                let removed = store.prune(before).await.map_err(|e| e.to_string())?;
+                println!("pruned {removed} finished sagas");
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,188 @@
+//! The inspector against a real log file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use saga_runtime::SagaId;
+use saga_runtime::log::{DefinitionSnapshot, Entry, Record, StepSnapshot};
+use saga_runtime::store::{SqliteStore, Store};
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn inspect(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_saga-inspect"))
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("run saga-inspect")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn definition() -> DefinitionSnapshot {
+    let step = |name: &str, kind: &str, comp: Option<&str>, deps: Vec<usize>| StepSnapshot {
+        name: name.into(),
+        kind: kind.into(),
+        compensation: comp.map(str::to_string),
+        deps,
+        output_type: "u64".into(),
+    };
+    DefinitionSnapshot {
+        steps: vec![
+            step("hold", "compensatable", Some("release"), vec![]),
+            step("credit", "compensatable", Some("reverse"), vec![0]),
+            step("capture", "pivot", None, vec![0]),
+        ],
+    }
+}
+
+/// One compensated transfer and one still running.
+async fn write_log(db: &Path) -> (SagaId, SagaId) {
+    let store = SqliteStore::open(db).unwrap();
+    let (undone, running) = (SagaId::new(), SagaId::new());
+    for id in [undone, running] {
+        let created = Entry::Created {
+            saga: "Transfer".into(),
+            fingerprint: 0xabc,
+            input: serde_json::json!({ "from": 1, "to": 2, "amount": 500 }),
+            definition: definition(),
+        };
+        store
+            .append(vec![Record::new(id, 0, created)])
+            .await
+            .unwrap();
+    }
+    let entries = vec![
+        Entry::StepStarted {
+            step: "hold".into(),
+            attempt: 1,
+        },
+        Entry::StepSucceeded {
+            step: "hold".into(),
+            attempt: 1,
+            output: serde_json::json!("hold-7"),
+        },
+        Entry::StepStarted {
+            step: "credit".into(),
+            attempt: 1,
+        },
+        Entry::StepFailed {
+            step: "credit".into(),
+            attempt: 1,
+            error: "bank B unavailable".into(),
+            retryable: true,
+            will_retry: false,
+        },
+        Entry::RollbackStarted {
+            cause: saga_runtime::log::CauseSnapshot::Cancelled,
+        },
+        Entry::CompensationStarted {
+            step: "hold".into(),
+            attempt: 1,
+        },
+        Entry::CompensationSucceeded {
+            step: "hold".into(),
+            attempt: 1,
+        },
+        Entry::Compensated,
+    ];
+    for (i, entry) in entries.into_iter().enumerate() {
+        store
+            .append(vec![Record::new(undone, i as u64 + 1, entry)])
+            .await
+            .unwrap();
+    }
+    let started = Entry::StepStarted {
+        step: "hold".into(),
+        attempt: 1,
+    };
+    store
+        .append(vec![Record::new(running, 1, started)])
+        .await
+        .unwrap();
+    (undone, running)
+}
+
+#[tokio::test]
+async fn lists_shows_and_speaks_json() {
+    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("sagas.db");
+    let (undone, running) = write_log(&db).await;
+
+    let list = inspect(&db, &["list"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let out = text(&list.stdout);
+    assert!(
+        out.contains(&undone.to_string()) && out.contains(&running.to_string()),
+        "{out}"
+    );
+    assert!(
+        out.contains("compensated") && out.contains("running"),
+        "{out}"
+    );
+
+    let stuck = text(&inspect(&db, &["list", "--state", "running"]).stdout);
+    assert!(
+        stuck.contains(&running.to_string()) && !stuck.contains(&undone.to_string()),
+        "{stuck}"
+    );
+
+    let json = text(&inspect(&db, &["list", "--json", "--since", "1h"]).stdout);
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["name"] == "Transfer"));
+
+    let show = inspect(&db, &["show", &undone.to_string()]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let out = text(&show.stdout);
+    for expected in [
+        "`Transfer`: compensated",
+        "step_failed",
+        "bank B unavailable",
+        "\"hold-7\"",
+        "compensation_succeeded",
+        "class s0 compensated",
+        "class s1 failed",
+        "class s2 pending",
+        "```mermaid",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+
+    let json = inspect(&db, &["show", &running.to_string(), "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(view["state"], "running");
+    assert_eq!(view["steps"][0], serde_json::json!(["hold", "running"]));
+    assert_eq!(view["timeline"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn refuses_a_missing_file_and_an_unknown_saga_clearly() {
+    let missing = inspect(Path::new("/nonexistent/sagas.db"), &["list"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("no such file"),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    let bad_id = inspect(Path::new("/nonexistent/sagas.db"), &["show", "not-a-uuid"]);
+    assert!(!bad_id.status.success());
+    assert!(
+        text(&bad_id.stderr).contains("invalid value 'not-a-uuid'"),
+        "{}",
+        text(&bad_id.stderr)
+    );
+}
