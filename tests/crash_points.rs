@@ -199,7 +199,7 @@ async fn the_explorer_catches_a_step_that_is_not_idempotent() {
     assert_eq!(failure.message, "charged 2 times");
     let report = failure.to_string();
     assert!(
-        report.contains("crash right before record 2 is durable"),
+        report.contains("crash right before record 1 is durable"),
         "{report}"
     );
     assert!(report.contains("step_started"), "{report}");

@@ -84,12 +84,16 @@ impl<'r> Journal<'r> {
         }
     }
 
-    async fn append(&self, id: SagaId, entry: Entry) -> Result<(), Error> {
+    /// Appends `entry`; waits until it is durable only if `wait`. Stores
+    /// order appends by call, so a record not waited for is durable no
+    /// later than the next one that is.
+    async fn append(&self, id: SagaId, entry: Entry, wait: bool) -> Result<(), Error> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        self.store
-            .append(vec![Record::new(id, seq, entry)])
-            .await
-            .map_err(Error::Store)
+        let durable = self.store.append(vec![Record::new(id, seq, entry)]);
+        if wait {
+            durable.await.map_err(Error::Store)?;
+        }
+        Ok(())
     }
 }
 
@@ -479,7 +483,20 @@ impl<S: Saga> Run<'_, S> {
         let Some(entry) = entry_of::<S>(self.id, &kind, state, step)? else {
             return Ok(());
         };
-        journal.append(self.id, entry).await
+        // The write-ahead points: the run acts on these only once they are
+        // durable (an output before anything uses it, the decision to roll
+        // back before the first compensation, a compensation's success
+        // before the next one's effects, the end before it is reported).
+        // Starts and failed attempts need not wait: nothing acts on them,
+        // and the next record waited for makes them durable too.
+        let wait = !matches!(
+            kind,
+            EventKind::StepStarted { .. }
+                | EventKind::StepFailed { .. }
+                | EventKind::CompensationStarted { .. }
+                | EventKind::CompensationFailed { .. }
+        );
+        journal.append(self.id, entry, wait).await
     }
 }
 
