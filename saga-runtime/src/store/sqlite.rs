@@ -326,69 +326,85 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters) {
 }
 
 fn write_appends(conn: &mut Connection, appends: Vec<Append>, stats: &Counters) {
-    let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(appends.len());
-    let outcome = (|| -> Result<u64, rusqlite::Error> {
-        let tx = conn.transaction()?;
-        let mut written = 0;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO records (saga_id, seq, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut create = tx.prepare_cached(
-                "INSERT INTO sagas (id, name, fingerprint, state, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?4)",
-            )?;
-            let mut update =
-                tx.prepare_cached("UPDATE sagas SET state = ?2, updated_ms = ?3 WHERE id = ?1")?;
-            for append in &appends {
-                // A savepoint per append: one that conflicts fails alone.
-                tx.execute_batch("SAVEPOINT append")?;
-                let one = (|| -> Result<(), rusqlite::Error> {
-                    let Some(first) = append.records.first() else {
-                        return Ok(());
-                    };
-                    if let Some((name, fingerprint)) = &append.created {
-                        create.execute(params![first.saga_id, name, fingerprint, first.at_ms])?;
-                    }
-                    for r in &append.records {
-                        insert.execute(params![r.saga_id, r.seq, r.at_ms, r.body])?;
-                    }
-                    if let Some((state, at)) = append.state {
-                        update.execute(params![first.saga_id, state.as_str(), at])?;
-                    }
-                    Ok(())
-                })();
-                match one {
-                    Ok(()) => {
-                        tx.execute_batch("RELEASE append")?;
-                        written += append.records.len() as u64;
-                        results.push(Ok(()));
-                    }
-                    Err(e) => {
-                        tx.execute_batch("ROLLBACK TO append; RELEASE append")?;
-                        results.push(Err(conflict_or_backend(append, e)));
-                    }
-                }
-            }
+    // The fast path writes every append in one transaction. An append that
+    // fails (a conflicting record) aborts it; the batch is then written
+    // again without the failed ones, so one bad append fails alone.
+    let mut failed: Vec<Option<StoreError>> = appends.iter().map(|_| None).collect();
+    let outcome = loop {
+        match write_batch(conn, &appends, &failed) {
+            Ok(written) => break Ok(written),
+            Err(BatchError::Append(i, e)) => failed[i] = Some(conflict_or_backend(&appends[i], e)),
+            Err(BatchError::Transaction(e)) => break Err(backend(e)),
         }
-        tx.commit()?;
-        Ok(written)
-    })();
+    };
     match outcome {
         Ok(written) => {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
             stats.records.fetch_add(written, Ordering::Relaxed);
-            for (append, result) in appends.into_iter().zip(results) {
-                let _ = append.reply.send(result);
+            for (append, failure) in appends.into_iter().zip(failed) {
+                let _ = append.reply.send(failure.map_or(Ok(()), Err));
             }
         }
-        Err(e) => {
-            let error = backend(e);
+        Err(error) => {
             for append in appends {
                 let _ = append.reply.send(Err(error.clone()));
             }
         }
     }
+}
+
+enum BatchError {
+    /// Append `i` failed; the transaction was rolled back.
+    Append(usize, rusqlite::Error),
+    /// The transaction itself failed.
+    Transaction(rusqlite::Error),
+}
+
+/// Writes every append not marked failed in one transaction.
+fn write_batch(
+    conn: &mut Connection,
+    appends: &[Append],
+    failed: &[Option<StoreError>],
+) -> Result<u64, BatchError> {
+    let tx = conn.transaction().map_err(BatchError::Transaction)?;
+    let mut written = 0;
+    {
+        let prepare = |sql| tx.prepare_cached(sql).map_err(BatchError::Transaction);
+        let mut insert =
+            prepare("INSERT INTO records (saga_id, seq, at_ms, body) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut create = prepare(
+            "INSERT INTO sagas (id, name, fingerprint, state, created_ms, updated_ms)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?4)",
+        )?;
+        let mut update = prepare("UPDATE sagas SET state = ?2, updated_ms = ?3 WHERE id = ?1")?;
+        for (i, append) in appends.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            let Some(first) = append.records.first() else {
+                continue;
+            };
+            let one = (|| -> Result<(), rusqlite::Error> {
+                if let Some((name, fingerprint)) = &append.created {
+                    create.execute(params![first.saga_id, name, fingerprint, first.at_ms])?;
+                }
+                for r in &append.records {
+                    insert.execute(params![r.saga_id, r.seq, r.at_ms, r.body])?;
+                }
+                if let Some((state, at)) = append.state {
+                    update.execute(params![first.saga_id, state.as_str(), at])?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = one {
+                // Dropping the transaction rolls it back.
+                return Err(BatchError::Append(i, e));
+            }
+            written += append.records.len() as u64;
+        }
+    }
+    tx.commit().map_err(BatchError::Transaction)?;
+    Ok(written)
 }
 
 fn conflict_or_backend(append: &Append, e: rusqlite::Error) -> StoreError {
