@@ -51,7 +51,10 @@ impl Gated {
 
     #[step(compensate = uncharge, compensate_retry(attempts = 2))]
     async fn charge(&self, reserve: &u32, cx: &StepContext) -> Result<u32, StepError> {
-        self.keys.lock().unwrap().push(cx.idempotency_key().to_string());
+        self.keys
+            .lock()
+            .unwrap()
+            .push(cx.idempotency_key().to_string());
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_running.fetch_max(now, Ordering::SeqCst);
         // A closed semaphore errors at once: the gate is open.
@@ -128,7 +131,10 @@ async fn recovery_runs_sagas_concurrently_within_the_limit() {
     let report = runtime.recover().await.unwrap();
     assert_eq!(report.completed, 40);
     let most = saga.most_running.load(Ordering::SeqCst);
-    assert!((2..=8).contains(&most), "{most} ran at once with a limit of 8");
+    assert!(
+        (2..=8).contains(&most),
+        "{most} ran at once with a limit of 8"
+    );
     assert!(store.unfinished().await.unwrap().is_empty());
 }
 
@@ -147,8 +153,16 @@ async fn a_damaged_record_fails_only_its_saga_and_names_it() {
     assert_eq!(report.failed.len(), 1);
     let (id, error) = &report.failed[0];
     assert_eq!(*id, ids[1]);
-    assert!(matches!(error, Error::DamagedRecord { seq: 2, .. }), "{error}");
-    assert!(error.to_string().contains(&format!("saga {}: record 2", ids[1])), "{error}");
+    assert!(
+        matches!(error, Error::DamagedRecord { seq: 2, .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("saga {}: record 2", ids[1])),
+        "{error}"
+    );
     let damaged = store.load(ids[1]).await.unwrap().unwrap();
     assert_eq!(damaged.summary.state, SagaState::Running);
 }
@@ -158,7 +172,11 @@ async fn an_unregistered_saga_is_refused_and_its_log_left_alone() {
     let store = MemoryStore::new();
     let ids = crashed_mid_step(store.clone(), 1).await;
     let before = store.record_count();
-    let runtime = Runtime::builder().store(store.clone()).build().await.unwrap();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
     let report = runtime.recover().await.unwrap();
     assert_eq!(report.resumed(), 0);
     match &report.failed[..] {
@@ -185,12 +203,20 @@ async fn a_changed_definition_is_refused_and_its_log_left_alone() {
     let store = MemoryStore::new();
     crashed_mid_step(store.clone(), 1).await;
     let before = store.record_count();
-    let runtime = Runtime::builder().store(store.clone()).build().await.unwrap();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
     runtime.register(Arc::new(GatedV2));
     let report = runtime.recover().await.unwrap();
     match &report.failed[..] {
         [(_, e @ Error::DefinitionChanged { name: "Gated", .. })] => {
-            assert!(e.to_string().contains("has changed since its log was written"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("has changed since its log was written"),
+                "{e}"
+            );
         }
         other => panic!("expected a changed definition, got {other:?}"),
     }
@@ -233,7 +259,10 @@ async fn a_stuck_saga_stays_stuck_through_recovery_until_resumed() {
     assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
     assert!(matches!(
         runtime.resume(id).await,
-        Err(Error::NotStuck { state: "compensated", .. })
+        Err(Error::NotStuck {
+            state: "compensated",
+            ..
+        })
     ));
 }
 
@@ -244,7 +273,10 @@ async fn a_step_marked_compensated_by_an_operator_is_skipped_on_resume() {
     let saga = Gated::new(true);
     let runtime = recovering_runtime(store.clone(), &saga).await;
     let refused = runtime.mark_compensated(id, "confirm").await.unwrap_err();
-    assert!(refused.to_string().contains("has no compensation"), "{refused}");
+    assert!(
+        refused.to_string().contains("has no compensation"),
+        "{refused}"
+    );
     let refused = runtime.mark_compensated(id, "nope").await.unwrap_err();
     assert!(refused.to_string().contains("no such step"), "{refused}");
 
@@ -258,7 +290,10 @@ async fn a_step_marked_compensated_by_an_operator_is_skipped_on_resume() {
 async fn operator_actions_need_a_store_and_a_stuck_saga() {
     let runtime = Runtime::builder().build().await.unwrap();
     assert!(matches!(runtime.recover().await, Err(Error::NoStore)));
-    assert!(matches!(runtime.resume(SagaId::new()).await, Err(Error::NoStore)));
+    assert!(matches!(
+        runtime.resume(SagaId::new()).await,
+        Err(Error::NoStore)
+    ));
     let store = MemoryStore::new();
     let runtime = Runtime::builder().store(store).build().await.unwrap();
     let missing = SagaId::new();
@@ -274,7 +309,11 @@ async fn a_crash_after_the_rollback_decision_continues_the_rollback() {
     // created, reserve x2, charge x2, confirm started/failed, rollback: 7
     // records (0..=7), then uncharge starts; crash right after record 8.
     let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(8));
-    let runtime = Runtime::builder().store(crashing.clone()).build().await.unwrap();
+    let runtime = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
     runtime.register(Gated::new(true));
     let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("confirm"));
     let handle = runtime.start_with::<Gated>(1, options).await.unwrap();

@@ -54,7 +54,9 @@ impl Observer {
     fn seen_by(&self, who: &str) -> Vec<Entry> {
         let seen = self.seen.lock().unwrap();
         let found = seen.iter().find(|(w, _)| *w == who);
-        found.map(|(_, e)| e.clone()).unwrap_or_else(|| panic!("`{who}` never ran"))
+        found
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("`{who}` never ran"))
     }
 }
 
@@ -84,7 +86,11 @@ async fn run(faults: Faults) -> Arc<Observer> {
         store: store.clone(),
         seen: Mutex::new(Vec::new()),
     });
-    let runtime = Runtime::builder().store(SlowStore(store)).build().await.unwrap();
+    let runtime = Runtime::builder()
+        .store(SlowStore(store))
+        .build()
+        .await
+        .unwrap();
     runtime.register(Arc::clone(&observer));
     let options = SagaOptions::new().faults(faults);
     let handle = runtime
@@ -134,7 +140,8 @@ async fn the_rollback_decision_and_the_output_are_durable_before_a_compensation_
         "{seen:?}"
     );
     assert!(
-        seen.iter().any(|e| matches!(e, Entry::RollbackStarted { .. })),
+        seen.iter()
+            .any(|e| matches!(e, Entry::RollbackStarted { .. })),
         "the compensation ran before the decision to roll back was durable: {seen:?}"
     );
 }

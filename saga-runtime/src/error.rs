@@ -61,6 +61,17 @@ impl StepError {
         StepError::new(Message(format!("panicked: {message}")), false)
     }
 
+    /// Whether this is an attempt cut off by its timeout (whose outcome is
+    /// therefore unknown).
+    ///
+    /// ```
+    /// # use saga_runtime::StepError;
+    /// assert!(!StepError::msg("refused").is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        self.inner.is::<TimedOut>()
+    }
+
     /// Whether the runtime may retry after this error.
     pub fn is_retryable(&self) -> bool {
         self.retryable

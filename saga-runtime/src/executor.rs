@@ -270,7 +270,17 @@ impl<S: Saga> Run<'_, S> {
                 }
                 Err(error) => error,
             };
-            let will_retry = error.is_retryable() && policy.allows_attempt(attempt + 1);
+            // An attempt cut off by its timeout may have taken effect: its
+            // outcome is unknown, and rolling back now could orphan that
+            // effect (its compensation needs the output). So a step that
+            // changes things is retried, under the same idempotency key and
+            // past its attempts, until it answers; cancellation and the
+            // deadline wait for that answer too.
+            let unknown = error.is_timeout()
+                && !past_pivot
+                && def.steps()[i].kind() != StepKind::Readonly;
+            let exhausted = !policy.allows_attempt(attempt + 1);
+            let will_retry = error.is_retryable() && (!exhausted || unknown);
             tracing::warn!(parent: &span, error = %error, will_retry, "step failed");
             let failed = EventKind::StepFailed {
                 step: name,
@@ -288,8 +298,13 @@ impl<S: Saga> Run<'_, S> {
                     attempt,
                 )));
             }
-            let delay = policy.backoff_policy().delay(attempt, self.id.entropy());
-            if past_pivot {
+            let backoff = if exhausted {
+                RetryPolicy::FOREVER.backoff_policy()
+            } else {
+                policy.backoff_policy()
+            };
+            let delay = backoff.delay(attempt, self.id.entropy());
+            if past_pivot || unknown {
                 tokio::time::sleep(delay).await;
             } else {
                 tokio::select! {
