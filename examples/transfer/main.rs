@@ -1,202 +1,209 @@
 //! Run with: `cargo run --release --example transfer`
 //!
-//! Moves money between accounts at two banks with a saga: `hold` the amount
-//! at the payer's bank, `credit` the payee's bank, `capture` the hold (the
-//! pivot), then `notify`. Bank calls fail at random (retryable outages) and
-//! some transfers are refused (insufficient funds, a permanent error), so
-//! some sagas retry and some roll back. At the end the invariant is checked:
-//! no money was created or lost, and no hold is left open.
+//! Moves money between accounts at two banks, each its own SQLite database,
+//! with a durable saga per transfer: `hold` at the payer's bank, `credit` the
+//! payee's, `capture` the hold (the pivot), `notify`. Bank calls fail at
+//! random, replies get lost (the step times out and is retried under the
+//! same idempotency key), some transfers are refused by a bank and rolled
+//! back. The saga log is a third SQLite file, so the process can be killed
+//! at any moment and finished with `--recover`:
 //!
-//! The banks here live in memory; every operation is idempotent under the
-//! step's idempotency key, as a real bank API's would have to be.
+//! ```text
+//! cargo run --release --example transfer -- --crash-after 20000   # aborts mid-run
+//! cargo run --release --example transfer -- --recover             # finishes every transfer
+//! cargo run --release --example transfer -- --inspect <saga id>   # one transfer's timeline
+//! ```
+//!
+//! At the end it checks the invariant (no money created or lost, no hold
+//! left open, every saga finished) and exits non-zero if it fails.
 
+mod app;
 mod bank;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
-use saga::prelude::*;
-use saga::{Event, EventKind, Listener};
-use serde::{Deserialize, Serialize};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use saga::SagaId;
+use saga::inspect::Inspection;
+use saga::store::{SqliteStore, Store};
 
-use bank::{Bank, BankError, CreditId, HoldId};
+use app::{Config, Summary};
 
-const ACCOUNTS: u32 = 200;
-const TRANSFERS: usize = 5_000;
-const CONCURRENCY: usize = 64;
-const OUTAGE_RATE: f64 = 0.05;
-const OPENING_BALANCE: i64 = 10_000;
-
-/// One transfer: `amount` cents from `from` at bank A to `to` at bank B.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TransferRequest {
-    from: u32,
-    to: u32,
-    amount: i64,
+/// Transfers between two banks with durable sagas.
+#[derive(Parser, Debug)]
+#[command(about, long_about = None)]
+struct Cli {
+    /// Accounts per bank.
+    #[arg(long, default_value_t = 300)]
+    accounts: u32,
+    /// Transfers to make.
+    #[arg(long, default_value_t = 5_000)]
+    transfers: u64,
+    /// Transfers in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Chance that a bank call fails (retried).
+    #[arg(long, default_value_t = 0.02, value_parser = rate)]
+    step_error_rate: f64,
+    /// Chance that a bank call takes effect but its reply is lost, so the
+    /// step times out and is retried under the same key.
+    #[arg(long, default_value_t = 0.005, value_parser = rate)]
+    timeout_rate: f64,
+    /// Chance that a compensating call fails (retried).
+    #[arg(long, default_value_t = 0.05, value_parser = rate)]
+    compensation_error_rate: f64,
+    /// Abort the process after this many durable saga-log records.
+    #[arg(long)]
+    crash_after: Option<u64>,
+    /// Finish an earlier run (after a crash) instead of starting afresh.
+    #[arg(long)]
+    recover: bool,
+    /// Where the banks and the saga log live.
+    #[arg(long, default_value = "transfer-data")]
+    data_dir: PathBuf,
+    /// Seeds the transfers and the faults.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print one transfer's saga timeline and graph, and exit.
+    #[arg(long, value_name = "SAGA_ID")]
+    inspect: Option<SagaId>,
 }
 
-/// The services a transfer needs: the payer's bank and the payee's.
-pub struct Transfer {
-    payer_bank: Bank,
-    payee_bank: Bank,
-}
-
-#[saga(input = TransferRequest)]
-impl Transfer {
-    /// Reserve the amount at the payer's bank.
-    #[step(compensate = release_hold, retry(attempts = 5, backoff = exponential("1ms", "20ms")))]
-    async fn hold(&self, input: &TransferRequest, cx: &StepContext) -> Result<HoldId, BankError> {
-        let key = cx.idempotency_key().to_string();
-        self.payer_bank.hold(input.from, input.amount, &key)
-    }
-
-    async fn release_hold(&self, hold: &HoldId) -> Result<(), BankError> {
-        self.payer_bank.release(hold)
-    }
-
-    /// Credit the payee's account.
-    #[step(compensate = reverse_credit, retry(attempts = 5, backoff = exponential("1ms", "20ms")))]
-    async fn credit(
-        &self,
-        input: &TransferRequest,
-        cx: &StepContext,
-        hold: &HoldId,
-    ) -> Result<CreditId, BankError> {
-        let _ = hold;
-        let key = cx.idempotency_key().to_string();
-        self.payee_bank.credit(input.to, input.amount, &key)
-    }
-
-    async fn reverse_credit(&self, credit: &CreditId) -> Result<(), BankError> {
-        self.payee_bank.reverse(credit)
-    }
-
-    /// Take the held money: the point of no return.
-    #[step(pivot, retry(attempts = 5, backoff = exponential("1ms", "20ms")))]
-    async fn capture(&self, hold: &HoldId) -> Result<(), BankError> {
-        self.payer_bank.capture(hold)
-    }
-
-    /// Tell the payee; retried until it succeeds.
-    #[step(retry(attempts = forever, backoff = exponential("1ms", "20ms")))]
-    async fn notify(&self, credit: &CreditId) -> Result<(), BankError> {
-        self.payee_bank.notify(credit)
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{text}` is not a rate from 0 to 1")),
     }
 }
 
-/// Counts retries across all sagas.
-#[derive(Default)]
-struct Retries(Arc<AtomicU64>);
-
-impl Listener for Retries {
-    fn on_event(&self, event: &Event<'_>) {
-        if let EventKind::StepFailed {
-            will_retry: true, ..
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let tokio = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("transfer: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
         }
-        | EventKind::CompensationFailed {
-            will_retry: true, ..
-        } = event.kind
-        {
-            self.0.fetch_add(1, Ordering::Relaxed);
+    };
+    let result = match cli.inspect {
+        Some(id) => tokio.block_on(inspect(&cli.data_dir, id)),
+        None => tokio.block_on(transfer(cli)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("transfer: {message}");
+            ExitCode::FAILURE
         }
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<ExitCode, saga::Error> {
-    let payer_bank = Bank::new("A", ACCOUNTS, OPENING_BALANCE, OUTAGE_RATE, 1);
-    let payee_bank = Bank::new("B", ACCOUNTS, OPENING_BALANCE, OUTAGE_RATE, 2);
-    let before = payer_bank.total() + payee_bank.total();
-
-    let retries = Arc::new(AtomicU64::new(0));
-    let runtime = Runtime::builder()
-        .listener(Retries(Arc::clone(&retries)))
-        .build()
-        .await?;
-    let transfer = Arc::new(Transfer {
-        payer_bank,
-        payee_bank,
-    });
-    runtime.register(Arc::clone(&transfer));
-
-    let next = Arc::new(AtomicUsize::new(0));
-    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENCY {
-        let (runtime, next, counts) = (runtime.clone(), Arc::clone(&next), Arc::clone(&counts));
-        workers.spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= TRANSFERS {
-                    return Ok::<(), saga::Error>(());
-                }
-                let request = request(n);
-                let slot = match runtime.run::<Transfer>(request).await? {
-                    Outcome::Completed(_) => 0,
-                    Outcome::Compensated(_) => 1,
-                    Outcome::Stuck(report) => {
-                        eprintln!("stuck: {report}");
-                        2
-                    }
-                };
-                counts[slot].fetch_add(1, Ordering::Relaxed);
-            }
-        });
+async fn inspect(dir: &std::path::Path, id: SagaId) -> Result<ExitCode, String> {
+    let path = app::log_path(dir);
+    if !path.is_file() {
+        return Err(format!(
+            "no saga log at {}: run the transfers first",
+            path.display()
+        ));
     }
-    while let Some(joined) = workers.join_next().await {
-        joined.map_err(|e| saga::Error::Aborted {
-            id: saga::SagaId::new(),
-            reason: e.to_string(),
-        })??;
-    }
-    let elapsed = started.elapsed();
+    let store = SqliteStore::open(&path).map_err(|e| e.to_string())?;
+    let stored = store
+        .load(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no transfer {id} in {}", path.display()))?;
+    let view = Inspection::of(&stored);
+    println!("{}", view.table());
+    println!("```mermaid\n{}```", view.mermaid());
+    Ok(ExitCode::SUCCESS)
+}
 
-    let after = transfer.payer_bank.total() + transfer.payee_bank.total();
-    let open_holds = transfer.payer_bank.open_holds();
-    let [completed, compensated, stuck] = counts
-        .as_ref()
-        .each_ref()
-        .map(|c| c.load(Ordering::Relaxed));
-    println!("transfers        {TRANSFERS:>10}");
-    println!("completed        {completed:>10}");
-    println!("compensated      {compensated:>10}");
-    println!("stuck            {stuck:>10}");
-    println!("retries          {:>10}", retries.load(Ordering::Relaxed));
+async fn transfer(cli: Cli) -> Result<ExitCode, String> {
+    let config = Config {
+        accounts: cli.accounts,
+        transfers: cli.transfers,
+        concurrency: cli.concurrency,
+        step_error_rate: cli.step_error_rate,
+        timeout_rate: cli.timeout_rate,
+        compensation_error_rate: cli.compensation_error_rate,
+        crash_after: cli.crash_after,
+        recover: cli.recover,
+        data_dir: cli.data_dir.clone(),
+        seed: cli.seed,
+    };
+    if config.accounts < 2 {
+        return Err("--accounts must be at least 2".into());
+    }
     println!(
-        "throughput       {:>10.0} transfers/s",
-        TRANSFERS as f64 / elapsed.as_secs_f64()
+        "{} {} transfers between {} accounts at two banks in {} ({} in flight)",
+        if config.recover {
+            "recovering, then finishing"
+        } else {
+            "running"
+        },
+        config.transfers,
+        config.accounts * 2,
+        config.data_dir.display(),
+        config.concurrency
     );
-    println!("money before     {before:>10}");
-    println!("money after      {after:>10}");
-    println!("open holds       {open_holds:>10}");
-    let whole = before == after && open_holds == 0 && stuck == 0;
-    println!(
-        "invariant        {:>10}",
-        if whole { "holds" } else { "BROKEN" }
+    let bar = ProgressBar::new(config.transfers);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} transfers  {per_sec}  {msg}")
+            .map_err(|e| e.to_string())?,
     );
-    Ok(if whole {
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let shown = bar.clone();
+    let summary = app::run(&config, move |s: &Summary| {
+        shown.set_position(s.ran);
+        shown.set_message(format!("{} retries", s.retries));
+    })
+    .await?;
+    bar.finish_and_clear();
+    print_summary(&summary, &config);
+    Ok(if summary.whole() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-/// A deterministic mix of transfers; about one in ten asks for more than any
-/// account holds, so it is refused and rolled back.
-fn request(n: usize) -> TransferRequest {
-    let n = n as u64;
-    let mix = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let amount = if mix.is_multiple_of(10) {
-        OPENING_BALANCE * 100
-    } else {
-        (mix >> 8) as i64 % 500 + 1
-    };
-    TransferRequest {
-        from: (mix >> 20) as u32 % ACCOUNTS,
-        to: (mix >> 40) as u32 % ACCOUNTS,
-        amount,
+fn print_summary(s: &Summary, config: &Config) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let rows: Vec<(&str, String)> = vec![
+        ("transfers", s.transfers.to_string()),
+        ("rejected before start", s.rejected.to_string()),
+        ("completed", s.completed.to_string()),
+        ("compensated", s.compensated.to_string()),
+        ("stuck", s.stuck.to_string()),
+        ("unfinished", s.unfinished.to_string()),
+        ("recovered from a crash", s.recovered.to_string()),
+        ("retries", s.retries.to_string()),
+        (
+            "throughput",
+            format!("{:.0} transfers/s", s.ran as f64 / secs),
+        ),
+        ("money at start (cents)", s.money_before.to_string()),
+        ("money at end (cents)", s.money_after.to_string()),
+        ("open holds", s.open_holds.to_string()),
+        (
+            "invariant",
+            if s.whole() {
+                "holds".into()
+            } else {
+                "BROKEN".into()
+            },
+        ),
+    ];
+    for (name, value) in rows {
+        println!("{name:<24}{value:>20}");
+    }
+    if let Some(id) = s.example {
+        println!(
+            "\ninspect one: cargo run --release --example transfer -- --data-dir {} --inspect {id}",
+            config.data_dir.display()
+        );
     }
 }
