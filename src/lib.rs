@@ -56,8 +56,9 @@ pub use saga_runtime::*;
 /// Everything a saga author needs: `use saga::prelude::*;`.
 pub mod prelude {
     pub use saga_macros::{saga, step};
+    pub use saga_runtime::store::{MemoryStore, SqliteStore};
     pub use saga_runtime::{
-        Backoff, Classify, Outcome, RetryPolicy, Runtime, Saga, SagaOptions, StepContext,
+        Backoff, Classify, Outcome, RetryPolicy, Runtime, Saga, SagaId, SagaOptions, StepContext,
         StepError, permanent, retryable,
     };
 }

@@ -276,9 +276,8 @@ impl<S: Saga> Run<'_, S> {
             // changes things is retried, under the same idempotency key and
             // past its attempts, until it answers; cancellation and the
             // deadline wait for that answer too.
-            let unknown = error.is_timeout()
-                && !past_pivot
-                && def.steps()[i].kind() != StepKind::Readonly;
+            let unknown =
+                error.is_timeout() && !past_pivot && def.steps()[i].kind() != StepKind::Readonly;
             let exhausted = !policy.allows_attempt(attempt + 1);
             let will_retry = error.is_retryable() && (!exhausted || unknown);
             tracing::warn!(parent: &span, error = %error, will_retry, "step failed");

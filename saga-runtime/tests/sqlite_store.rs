@@ -205,3 +205,54 @@ async fn prune_removes_only_old_finished_sagas() {
     assert!(store.load(done).await.unwrap().is_none());
     assert!(store.load(running).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_truncated_file_is_refused_with_an_error_naming_it() {
+    let dir = TempDir::new();
+    {
+        let store = SqliteStore::open(dir.file()).unwrap();
+        for _ in 0..50 {
+            store.append(vec![created(SagaId::new())]).await.unwrap();
+        }
+    }
+    // Checkpointed into the main file on close; cut it in the middle.
+    let len = std::fs::metadata(dir.file()).unwrap().len();
+    assert!(len > 4096, "the file holds the records: {len} bytes");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.file())
+        .unwrap();
+    file.set_len(len / 2 + 100).unwrap();
+    drop(file);
+    let _ = std::fs::remove_file(dir.0.join("sagas.db-wal"));
+    let _ = std::fs::remove_file(dir.0.join("sagas.db-shm"));
+    let outcome = match SqliteStore::open(dir.file()) {
+        Err(e) => Err(e),
+        Ok(store) => store.unfinished().await.map(|sagas| sagas.len()),
+    };
+    match outcome {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("malformed") || text.contains("not a database"),
+                "{text}"
+            );
+            assert!(text.contains("sagas.db"), "{text}");
+        }
+        Ok(n) => panic!("a truncated file read back {n} sagas without complaint"),
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_with_an_error_naming_it() {
+    let dir = TempDir::new();
+    std::fs::write(dir.file(), b"these are not the records you are looking for").unwrap();
+    match SqliteStore::open(dir.file()) {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains(&dir.file().display().to_string()), "{text}");
+            assert!(text.contains("not a database"), "{text}");
+        }
+        Ok(_) => panic!("opened a text file as a saga store"),
+    }
+}

@@ -138,8 +138,14 @@ impl SqliteStore {
     /// refusing a newer one.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let mut conn = open_connection(&path)?;
-        migrate(&mut conn, &path)?;
+        let in_file = |e: StoreError| match e {
+            StoreError::Backend(message) => {
+                StoreError::Backend(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        };
+        let mut conn = open_connection(&path).map_err(in_file)?;
+        migrate(&mut conn, &path).map_err(in_file)?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Counters::default());
         let thread_stats = Arc::clone(&stats);
@@ -233,7 +239,8 @@ impl SqliteStore {
                     Some(conn) => conn,
                     None => open_connection(&shared.path)?,
                 };
-                let result = f(&conn).map_err(backend);
+                let result = f(&conn)
+                    .map_err(|e| StoreError::Backend(format!("{}: {e}", shared.path.display())));
                 shared
                     .readers
                     .lock()
