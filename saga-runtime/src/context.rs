@@ -19,9 +19,11 @@ use uuid::Uuid;
 pub struct SagaId(Uuid);
 
 impl SagaId {
-    /// A fresh random id.
+    /// A fresh id: a UUIDv7, so ids grow with time (the log's index then
+    /// takes new sagas at its end, instead of everywhere) and still carry
+    /// 74 random bits.
     pub fn new() -> SagaId {
-        SagaId(Uuid::new_v4())
+        SagaId(Uuid::now_v7())
     }
 
     /// An id from 128 bits, for ids derived from something else (a request
@@ -40,7 +42,8 @@ impl SagaId {
         self.0
     }
 
-    /// 64 bits of the id, used to seed jitter.
+    /// 64 bits of the id, used to seed jitter (the low half: random bits
+    /// in a UUIDv7, and the varying part of ids made by `from_u128`).
     pub(crate) fn entropy(&self) -> u64 {
         self.0.as_u64_pair().1
     }
