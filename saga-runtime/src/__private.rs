@@ -99,18 +99,171 @@ pub fn into_step_result<T, E: IntoStepError>(
     })
 }
 
+/// A type `#[saga]` stores in the saga log (a step output or the input).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in the saga log: it does not implement `serde::Serialize`",
+    label = "step outputs are written to the saga log, so they must implement `Serialize`",
+    note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait LogSerialize {}
+impl<T: serde::Serialize> LogSerialize for T {}
+
+/// A type `#[saga]` reads back from the saga log.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be read back from the saga log: it does not implement `serde::de::DeserializeOwned`",
+    label = "step outputs are read back from the saga log on recovery, so they must implement `Deserialize` without borrowing",
+    note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`, and own the data (`String`, not `&str`)"
+)]
+pub trait LogDeserialize {}
+impl<T: serde::de::DeserializeOwned> LogDeserialize for T {}
+
+/// A step output, which the runtime hands between tasks and threads.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a step output: it is not `Send + Sync + 'static`",
+    label = "step outputs are shared with the steps and compensations that use them, on any thread",
+    note = "use thread-safe, owned types in outputs (`Arc` instead of `Rc`, `String` instead of `&str`); keep handles to live resources in the saga's struct instead"
+)]
+pub trait ThreadSafe {}
+impl<T: Send + Sync + 'static> ThreadSafe for T {}
+
 /// Compile-time check that a step output can be stored in the saga log.
-pub fn assert_serialize<T: serde::Serialize>() {}
+pub fn assert_serialize<T: ?Sized + LogSerialize>() {}
 /// Compile-time check that a step output can be read back from the saga log.
-pub fn assert_deserialize<T: serde::de::DeserializeOwned>() {}
+pub fn assert_deserialize<T: LogDeserialize>() {}
 /// Compile-time check that a step output can be shared across threads.
-pub fn assert_send_sync<T: Send + Sync + 'static>() {}
+pub fn assert_send_sync<T: ?Sized + ThreadSafe>() {}
 /// Compile-time check of a step's error type.
 pub fn assert_step_error<E: IntoStepError>() {}
 /// Compile-time check that a compensation takes an owned output it can clone.
-pub fn assert_clone<T: Clone>() {}
+pub fn assert_clone<T: CloneOutput>() {}
+
+/// A parameter of a step or compensation, declared by the user as `Self`,
+/// that receives an `A`: a step's output, the input or the context.
+#[diagnostic::on_unimplemented(
+    message = "this parameter is declared as `{Self}`, but it receives `{A}`",
+    label = "write `{A}` here",
+    note = "a parameter named after a step receives `&` that step's output (a compensation may take its own step's output by value); `input` receives `&` the saga's input, and `cx` receives `&StepContext`"
+)]
+pub trait Param<A>: Sized {
+    /// The argument itself.
+    fn from_arg(arg: A) -> Self;
+}
+
+impl<T> Param<T> for T {
+    fn from_arg(arg: T) -> T {
+        arg
+    }
+}
+
+/// An output a compensation takes by value. The runtime keeps the original
+/// (a failed compensation is retried, and the log may need it), so the
+/// compensation receives a clone.
+#[diagnostic::on_unimplemented(
+    message = "the compensation takes this output by value, but `{Self}` is not `Clone`",
+    label = "this parameter takes the output by value, which needs `{Self}: Clone`",
+    note = "take it by reference (`&{Self}`), or derive `Clone` for `{Self}`"
+)]
+pub trait CloneOutput {
+    /// A copy for one compensation attempt.
+    fn clone_output(&self) -> Self;
+}
+
+impl<T: Clone> CloneOutput for T {
+    fn clone_output(&self) -> T {
+        self.clone()
+    }
+}
+
+/// A step's output, cloned for a compensation that takes it by value.
+pub fn clone_output<T: CloneOutput>(value: &T) -> T {
+    value.clone_output()
+}
+
+/// Autoref specialization for the outputs' codecs: `(&&Codec(slot))`
+/// dispatches to serde when the output implements it, and otherwise to a
+/// stand-in. The stand-in never runs: `#[saga]` checks every output with
+/// [`assert_serialize`] and [`assert_deserialize`] at the output's type, so a
+/// saga whose output lacks serde does not compile. Without the stand-in, the
+/// same missing impl would be reported again at every place the macro uses
+/// it, pointing at the attribute instead of the type.
+pub struct Codec<'a, T>(pub Option<&'a T>);
+
+/// The serde arm of [`Codec`] for writing.
+pub trait ViaSerialize {
+    /// The output as JSON (`null` for a step that has not run).
+    fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error>;
+    /// The output as a JSON string, for `Debug`.
+    fn saga_json(&self) -> Raw;
+}
+
+impl<T: serde::Serialize> ViaSerialize for &Codec<'_, T> {
+    fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(self.0)
+    }
+    fn saga_json(&self) -> Raw {
+        Raw(serde_json::to_string(&self.0).unwrap_or_else(|_| "<unserializable>".to_string()))
+    }
+}
+
+/// The stand-in arm of [`Codec`] for writing.
+pub trait UncheckedSerialize {
+    /// An error: the output type has no `Serialize` impl.
+    fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error>;
+    /// A placeholder.
+    fn saga_json(&self) -> Raw;
+}
+
+impl<T> UncheckedSerialize for Codec<'_, T> {
+    fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error> {
+        Err(not_serde())
+    }
+    fn saga_json(&self) -> Raw {
+        Raw("<unserializable>".to_string())
+    }
+}
+
+/// The serde arm of [`Codec`] for reading.
+pub trait ViaDeserialize<T> {
+    /// Reads an output back from JSON.
+    fn saga_decode(&self, value: serde_json::Value) -> Result<T, serde_json::Error>;
+}
+
+impl<T: serde::de::DeserializeOwned> ViaDeserialize<T> for &Codec<'_, T> {
+    fn saga_decode(&self, value: serde_json::Value) -> Result<T, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+}
+
+/// The stand-in arm of [`Codec`] for reading.
+pub trait UncheckedDeserialize<T> {
+    /// An error: the output type has no `Deserialize` impl.
+    fn saga_decode(&self, value: serde_json::Value) -> Result<T, serde_json::Error>;
+}
+
+impl<T> UncheckedDeserialize<T> for Codec<'_, T> {
+    fn saga_decode(&self, _: serde_json::Value) -> Result<T, serde_json::Error> {
+        Err(not_serde())
+    }
+}
+
+fn not_serde() -> serde_json::Error {
+    <serde_json::Error as serde::de::Error>::custom(
+        "this output type does not implement serde (rejected at compile time by #[saga])",
+    )
+}
+
+/// Writes a string as is, for `Debug`.
+pub struct Raw(pub String);
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Checks that a step's future is `Send`, at the step's span.
+/// (rustc's own diagnostic for a future that is not `Send` names the value
+/// held across an `.await`, which a custom message would hide).
 pub fn assert_send_future<F: std::future::Future + Send>(future: F) -> F {
     future
 }
@@ -133,38 +286,9 @@ pub fn finished<T>(slot: Option<T>, saga: &str, step: &str) -> T {
     }
 }
 
-/// Serializes a present output (`null` for a step that has not run).
-pub fn encode<T: serde::Serialize>(
-    slot: &Option<T>,
-) -> Result<serde_json::Value, serde_json::Error> {
-    serde_json::to_value(slot)
-}
-
-/// Restores an output.
-pub fn decode<T: serde::de::DeserializeOwned>(
-    slot: &mut Option<T>,
-    value: serde_json::Value,
-) -> Result<(), serde_json::Error> {
-    *slot = Some(serde_json::from_value(value)?);
-    Ok(())
-}
-
 /// The error for a step index out of range in encode/decode.
 pub fn no_such_step(saga: &str, step: usize) -> serde_json::Error {
     <serde_json::Error as serde::de::Error>::custom(format_args!(
         "saga `{saga}` has no step {step}"
     ))
-}
-
-/// Debug-formats an output through its `Serialize` impl, so the generated
-/// outputs struct is `Debug` without asking every output type to be.
-pub struct AsJson<'a, T>(pub &'a T);
-
-impl<T: serde::Serialize> std::fmt::Debug for AsJson<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match serde_json::to_string(self.0) {
-            Ok(json) => f.write_str(&json),
-            Err(_) => f.write_str("<unserializable>"),
-        }
-    }
 }

@@ -126,6 +126,14 @@ impl StepDef {
         self.retry
     }
 
+    pub(crate) fn retry_ref(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    pub(crate) fn compensation_retry_ref(&self) -> &RetryPolicy {
+        &self.compensation_retry
+    }
+
     /// The retry policy of the compensation.
     pub fn compensation_retry(&self) -> RetryPolicy {
         self.compensation_retry

@@ -19,11 +19,22 @@ use tracing::Instrument;
 
 use crate::log::{CauseSnapshot, Entry, FailureSnapshot, Record};
 use crate::options::Plan;
-use crate::store::{Store, StoreError};
+use crate::store::{BoxFuture, Store, StoreError};
 use crate::{
     Cause, Error, Event, EventKind, Failure, Listener, Outcome, Phase, Report, RetryPolicy, Saga,
     SagaId, StepContext, StepError, StepKind,
 };
+
+/// Records a transition (see [`Run::record`]) and, if the log must have it
+/// before the run goes on, waits until it is durable. A macro rather than an
+/// `async fn` so that the in-memory path adds no state to the saga's future.
+macro_rules! note {
+    ($run:expr, $kind:expr, $state:expr, $step:expr) => {
+        if let Some(durable) = $run.record($kind, $state, $step)? {
+            durable.await.map_err(Error::Store)?;
+        }
+    };
+}
 
 /// Asks a running saga to stop going forward. Shared by the handle and the
 /// task; cheap to check.
@@ -84,36 +95,44 @@ impl<'r> Journal<'r> {
         }
     }
 
-    /// Appends `entry`; waits until it is durable only if `wait`. Stores
-    /// order appends by call, so a record not waited for is durable no
-    /// later than the next one that is.
-    async fn append(&self, id: SagaId, entry: Entry, wait: bool) -> Result<(), Error> {
+    /// Appends `entry` (stores order appends by call); returns the future
+    /// that resolves once it is durable, if the caller must wait for that.
+    fn append(
+        &self,
+        id: SagaId,
+        entry: Entry,
+        wait: bool,
+    ) -> Option<BoxFuture<'r, Result<(), StoreError>>> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let durable = self.store.append(vec![Record::new(id, seq, entry)]);
-        if wait {
-            durable.await.map_err(Error::Store)?;
-        }
-        Ok(())
+        wait.then_some(durable)
     }
 }
 
 /// Where a run starts: from nothing, or where a recovered log left off.
+/// The rare variants are boxed: a position is part of every saga's future.
 pub(crate) enum Position {
     /// Steps `0..next` completed; step `next` runs next, from `attempt`.
     Forward { next: usize, attempt: u32 },
     /// Step `step` gave up (steps `0..step` completed) but what follows was
     /// not recorded yet: roll back, or, past the pivot, become stuck.
-    Failed { step: usize, failure: Failure },
-    /// Steps `0..completed` completed and rollback was decided for `cause`;
-    /// steps marked in `compensated` are already undone. If `gave_up` is
-    /// set, the next compensation already exhausted its policy.
-    Rollback {
-        completed: usize,
-        compensated: Vec<bool>,
-        cause: Cause,
-        attempt: u32,
-        gave_up: Option<Failure>,
-    },
+    Failed(Box<(usize, Failure)>),
+    /// Rollback was decided and is under way.
+    Rollback(Box<RollbackAt>),
+}
+
+/// Where a recovered rollback stands.
+pub(crate) struct RollbackAt {
+    /// Steps `0..completed` completed.
+    pub(crate) completed: usize,
+    /// The steps already undone.
+    pub(crate) compensated: Vec<bool>,
+    /// Why the saga rolls back.
+    pub(crate) cause: Cause,
+    /// The attempt the next compensation starts from.
+    pub(crate) attempt: u32,
+    /// Set if the next compensation already exhausted its policy.
+    pub(crate) gave_up: Option<Failure>,
 }
 
 impl Position {
@@ -141,19 +160,13 @@ impl From<Error> for Stop {
 }
 
 impl<S: Saga> Run<'_, S> {
-    /// Runs the saga to its outcome from `position`, with the outputs of the
-    /// steps already completed in `state`.
-    pub(crate) async fn execute(
-        self,
-        state: S::State,
-        position: Position,
-    ) -> Result<Outcome<S::Outputs>, Error> {
-        let def = S::definition();
-        let span = tracing::info_span!("saga", saga = def.name(), id = %self.id);
-        self.run_from(state, position).instrument(span).await
+    /// The run's tracing span; the caller instruments `run_from` with it
+    /// (one layer of future less than an `execute` wrapper would add).
+    pub(crate) fn span(&self) -> tracing::Span {
+        tracing::info_span!("saga", saga = S::definition().name(), id = %self.id)
     }
 
-    async fn run_from(
+    pub(crate) async fn run_from(
         &self,
         mut state: S::State,
         position: Position,
@@ -161,68 +174,64 @@ impl<S: Saga> Run<'_, S> {
         let def = S::definition();
         let (first, mut attempt) = match position {
             Position::Forward { next, attempt } => (next, attempt),
-            Position::Failed { step, failure } => {
+            Position::Failed(failed) => {
+                let (step, failure) = *failed;
                 let cause = Cause::StepFailed(failure.clone());
                 if def.steps()[..step]
                     .iter()
                     .any(|s| s.kind() == StepKind::Pivot)
                 {
-                    return self.stuck(&state, cause, Vec::new(), failure).await;
+                    return Box::pin(self.stuck(&state, cause, Vec::new(), failure)).await;
                 }
-                return self
-                    .roll_back(&state, step, cause, Vec::new(), 1, true)
-                    .await;
+                let undo = self.roll_back(&state, step, cause, Vec::new(), 1, true);
+                return Box::pin(undo).await;
             }
-            Position::Rollback {
-                completed,
-                compensated,
-                cause,
-                gave_up: Some(failure),
-                ..
-            } => {
-                let done = names_of(def, &compensated, completed);
-                return self.stuck(&state, cause, done, failure).await;
-            }
-            Position::Rollback {
-                completed,
-                compensated,
-                cause,
-                attempt,
-                gave_up: None,
-            } => {
-                return self
-                    .roll_back(&state, completed, cause, compensated, attempt, false)
-                    .await;
+            Position::Rollback(at) => {
+                let RollbackAt {
+                    completed,
+                    compensated,
+                    cause,
+                    attempt,
+                    gave_up,
+                } = *at;
+                if let Some(failure) = gave_up {
+                    let done = names_of(def, &compensated, completed);
+                    return Box::pin(self.stuck(&state, cause, done, failure)).await;
+                }
+                let undo = self.roll_back(&state, completed, cause, compensated, attempt, false);
+                return Box::pin(undo).await;
             }
         };
         if first == 0 {
-            self.note(EventKind::Started, &state, 0).await?;
+            note!(self, EventKind::Started, &state, 0);
         }
         let mut past_pivot = def.steps()[..first]
             .iter()
             .any(|s| s.kind() == StepKind::Pivot);
         for (i, step) in def.steps().iter().enumerate().skip(first) {
             if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
-                return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
+                return Box::pin(self.roll_back(&state, i, cause, Vec::new(), 1, true)).await;
             }
             match self.forward(i, &mut state, past_pivot, attempt).await {
                 Ok(()) => past_pivot |= step.kind() == StepKind::Pivot,
                 Err(Stop::Journal(e)) => return Err(e),
                 Err(Stop::Failed(failure)) if past_pivot => {
                     let cause = Cause::StepFailed(failure.clone());
-                    return self.stuck(&state, cause, Vec::new(), failure).await;
+                    return Box::pin(self.stuck(&state, cause, Vec::new(), failure)).await;
                 }
                 Err(Stop::Failed(failure)) => {
                     let cause = Cause::StepFailed(failure);
-                    return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
+                    let undo = self.roll_back(&state, i, cause, Vec::new(), 1, true);
+                    return Box::pin(undo).await;
                 }
                 Err(Stop::Interrupted(cause)) => {
-                    return self.roll_back(&state, i, cause, Vec::new(), 1, true).await;
+                    let undo = self.roll_back(&state, i, cause, Vec::new(), 1, true);
+                    return Box::pin(undo).await;
                 }
             }
             attempt = 1;
         }
-        self.note(EventKind::Completed, &state, 0).await?;
+        note!(self, EventKind::Completed, &state, 0);
         Ok(Outcome::Completed(S::__outputs(state)))
     }
 
@@ -242,7 +251,7 @@ impl<S: Saga> Run<'_, S> {
                 step: name,
                 attempt,
             };
-            self.note(started, state, i).await?;
+            note!(self, started, state, i);
             let span = tracing::debug_span!("step", step = name, attempt);
             let result = match self.plan.fault(i, Phase::Forward, attempt) {
                 Some(injected) => Err(injected),
@@ -265,7 +274,7 @@ impl<S: Saga> Run<'_, S> {
                         step: name,
                         attempt,
                     };
-                    self.note(succeeded, state, i).await?;
+                    note!(self, succeeded, state, i);
                     return Ok(());
                 }
                 Err(error) => error,
@@ -287,7 +296,7 @@ impl<S: Saga> Run<'_, S> {
                 error: &error,
                 will_retry,
             };
-            self.note(failed, state, i).await?;
+            note!(self, failed, state, i);
             if !will_retry {
                 return Err(Stop::Failed(failure(
                     name,
@@ -303,14 +312,11 @@ impl<S: Saga> Run<'_, S> {
                 policy.backoff_policy()
             };
             let delay = backoff.delay(attempt, self.id.entropy());
-            if past_pivot || unknown {
-                tokio::time::sleep(delay).await;
-            } else {
-                tokio::select! {
-                    biased;
-                    cause = self.stopped() => return Err(Stop::Interrupted(cause)),
-                    () = tokio::time::sleep(delay) => {}
-                }
+            // Boxed: retries are the cold path, and timers are large; the
+            // happy path's future stays small.
+            let interruptible = !(past_pivot || unknown);
+            if let Some(cause) = Box::pin(self.wait(delay, interruptible)).await {
+                return Err(Stop::Interrupted(cause));
             }
             attempt += 1;
         }
@@ -331,8 +337,7 @@ impl<S: Saga> Run<'_, S> {
         let def = S::definition();
         if decide {
             tracing::info!(%cause, "rolling back");
-            self.note(EventKind::RollbackStarted { cause: &cause }, state, 0)
-                .await?;
+            note!(self, EventKind::RollbackStarted { cause: &cause }, state, 0);
         }
         let mut compensated = names_of(def, &done, completed);
         for i in (0..completed).rev() {
@@ -350,7 +355,7 @@ impl<S: Saga> Run<'_, S> {
             }
             attempt = 1;
         }
-        self.note(EventKind::Compensated, state, 0).await?;
+        note!(self, EventKind::Compensated, state, 0);
         Ok(Outcome::Compensated(Report {
             saga_id: self.id,
             saga: def.name(),
@@ -372,7 +377,7 @@ impl<S: Saga> Run<'_, S> {
                 step: name,
                 attempt,
             };
-            self.note(started, state, i).await?;
+            note!(self, started, state, i);
             let span = tracing::debug_span!("compensation", step = name, attempt);
             let result = match self.plan.fault(i, Phase::Compensation, attempt) {
                 Some(injected) => Err(injected),
@@ -396,7 +401,7 @@ impl<S: Saga> Run<'_, S> {
                         step: name,
                         attempt,
                     };
-                    self.note(succeeded, state, i).await?;
+                    note!(self, succeeded, state, i);
                     return Ok(());
                 }
                 Err(error) => error,
@@ -409,7 +414,7 @@ impl<S: Saga> Run<'_, S> {
                 error: &error,
                 will_retry,
             };
-            self.note(failed, state, i).await?;
+            note!(self, failed, state, i);
             if !will_retry {
                 return Err(Stop::Failed(failure(
                     name,
@@ -433,8 +438,7 @@ impl<S: Saga> Run<'_, S> {
         failure: Failure,
     ) -> Result<Outcome<S::Outputs>, Error> {
         tracing::error!(%failure, "saga stuck");
-        self.note(EventKind::Stuck { failure: &failure }, state, 0)
-            .await?;
+        note!(self, EventKind::Stuck { failure: &failure }, state, 0);
         Ok(Outcome::Stuck(Report {
             saga_id: self.id,
             saga: S::definition().name(),
@@ -446,6 +450,20 @@ impl<S: Saga> Run<'_, S> {
 
     fn repetitions(&self) -> u32 {
         if self.plan.repeat { 2 } else { 1 }
+    }
+
+    /// Waits `delay` before a retry; if `interruptible`, cancellation or
+    /// the deadline cut it short (returning why).
+    async fn wait(&self, delay: std::time::Duration, interruptible: bool) -> Option<Cause> {
+        if !interruptible {
+            tokio::time::sleep(delay).await;
+            return None;
+        }
+        tokio::select! {
+            biased;
+            cause = self.stopped() => Some(cause),
+            () = tokio::time::sleep(delay) => None,
+        }
     }
 
     /// Whether cancellation or the deadline asks forward work to stop now.
@@ -480,10 +498,17 @@ impl<S: Saga> Run<'_, S> {
         }
     }
 
-    /// Records a transition: to the listener, and, with a store, durably to
-    /// the log before the run acts on it. `step` indexes the output to log
-    /// with `StepSucceeded`.
-    async fn note(&self, kind: EventKind<'_>, state: &S::State, step: usize) -> Result<(), Error> {
+    /// Records a transition: tells the listener and, with a store, appends
+    /// the log entry; returns what to wait for before the run may act on it
+    /// (see [`note!`]). Synchronous, so the entry never lives in the saga's
+    /// future, which stays small for the in-memory path. `step` indexes the
+    /// output to log with `StepSucceeded`.
+    fn record(
+        &self,
+        kind: EventKind<'_>,
+        state: &S::State,
+        step: usize,
+    ) -> Result<Option<BoxFuture<'_, Result<(), StoreError>>>, Error> {
         if let Some(listener) = self.listener {
             listener.on_event(&Event {
                 saga_id: self.id,
@@ -492,10 +517,10 @@ impl<S: Saga> Run<'_, S> {
             });
         }
         let Some(journal) = &self.journal else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(entry) = entry_of::<S>(self.id, &kind, state, step)? else {
-            return Ok(());
+            return Ok(None);
         };
         // The write-ahead points: the run acts on these only once they are
         // durable (an output before anything uses it, the decision to roll
@@ -510,7 +535,7 @@ impl<S: Saga> Run<'_, S> {
                 | EventKind::CompensationStarted { .. }
                 | EventKind::CompensationFailed { .. }
         );
-        journal.append(self.id, entry, wait).await
+        Ok(journal.append(self.id, entry, wait))
     }
 }
 
@@ -612,39 +637,52 @@ fn failure(
 
 /// Runs one attempt under the policy's timeout, turning a panic into a
 /// permanent error so that a panicking step rolls the saga back instead of
-/// abandoning it.
-async fn guarded<F>(policy: RetryPolicy, call: F) -> Result<(), StepError>
+/// abandoning it. The timer is boxed, and only made when the policy has a
+/// timeout, so the saga's future stays small.
+fn guarded<F>(policy: &RetryPolicy, call: F) -> Guarded<F>
 where
     F: Future<Output = Result<(), StepError>>,
 {
-    let call = CatchUnwind { inner: call };
-    let result = match policy.attempt_timeout() {
-        Some(limit) => match tokio::time::timeout(limit, call).await {
-            Ok(result) => result,
-            Err(_) => return Err(StepError::timed_out(limit)),
-        },
-        None => call.await,
-    };
-    result.unwrap_or_else(|message| Err(StepError::panicked(message)))
-}
-
-pin_project_lite::pin_project! {
-    /// A future that turns a panic while polling `inner` into an `Err`.
-    struct CatchUnwind<F> {
-        #[pin]
-        inner: F,
+    Guarded {
+        inner: call,
+        limit: policy.attempt_timeout(),
+        timer: None,
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
+pin_project_lite::pin_project! {
+    /// See [`guarded`].
+    struct Guarded<F> {
+        #[pin]
+        inner: F,
+        limit: Option<std::time::Duration>,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: Future<Output = Result<(), StepError>>> Future for Guarded<F> {
+    type Output = Result<(), StepError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.project().inner;
+        let this = self.project();
+        let inner = this.inner;
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+            Ok(Poll::Ready(result)) => return Poll::Ready(result),
+            Ok(Poll::Pending) => {}
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                return Poll::Ready(Err(StepError::panicked(message)));
+            }
+        }
+        let Some(limit) = *this.limit else {
+            return Poll::Pending;
+        };
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(StepError::timed_out(limit))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -122,16 +122,21 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn policy(&self, def: &Definition, step: usize, phase: Phase) -> RetryPolicy {
+    pub(crate) fn policy<'a>(
+        &'a self,
+        def: &'a Definition,
+        step: usize,
+        phase: Phase,
+    ) -> &'a RetryPolicy {
         let overridden = self
             .retry
             .iter()
             .rev()
             .find(|(i, p, _)| *i == step && *p == phase);
         match (overridden, phase) {
-            (Some((_, _, policy)), _) => *policy,
-            (None, Phase::Forward) => def.steps()[step].retry(),
-            (None, Phase::Compensation) => def.steps()[step].compensation_retry(),
+            (Some((_, _, policy)), _) => policy,
+            (None, Phase::Forward) => def.steps()[step].retry_ref(),
+            (None, Phase::Compensation) => def.steps()[step].compensation_retry_ref(),
         }
     }
 

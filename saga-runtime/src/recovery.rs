@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::executor::Position;
+use crate::executor::{Position, RollbackAt};
 use crate::log::Entry;
 use crate::store::StoredSaga;
 use crate::{Error, Failure, Phase, Saga, SagaId, StepKind};
@@ -194,19 +194,19 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
                     Some((_, (attempt, false))) => (attempt + 1, None),
                     None => (1, None),
                 };
-            Position::Rollback {
+            Position::Rollback(Box::new(RollbackAt {
                 completed,
                 compensated: steps.iter().map(|s| s.compensated).collect(),
                 cause,
                 attempt,
                 gave_up,
-            }
+            }))
         }
         None => match steps.get(completed).and_then(|s| s.failed) {
-            Some((attempt, true)) => Position::Failed {
-                step: completed,
-                failure: failure(completed, Phase::Forward, attempt),
-            },
+            Some((attempt, true)) => Position::Failed(Box::new((
+                completed,
+                failure(completed, Phase::Forward, attempt),
+            ))),
             Some((attempt, false)) => Position::Forward {
                 next: completed,
                 attempt: attempt + 1,

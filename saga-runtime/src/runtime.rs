@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::executor::{CancelSignal, Journal, Position, Run};
 use crate::log::{DefinitionSnapshot, Entry, Record, SagaState};
@@ -234,7 +235,7 @@ impl Runtime {
         let id = options.id.unwrap_or_default();
         let plan = options.plan(S::definition())?;
         self.log_created::<S>(id, &input).await?;
-        Run {
+        let run = Run {
             saga: &*saga,
             input: &input,
             id,
@@ -243,9 +244,11 @@ impl Runtime {
             cancel: None,
             deadline: plan.deadline.map(|d| Instant::now() + d),
             journal: self.inner.store.as_deref().map(|s| Journal::new(s, 1)),
-        }
-        .execute(S::State::default(), Position::FRESH)
-        .await
+        };
+        let span = run.span();
+        run.run_from(S::State::default(), Position::FRESH)
+            .instrument(span)
+            .await
     }
 
     /// Writes the `created` record (input and definition) of a new saga.
@@ -284,7 +287,7 @@ impl Runtime {
         let store = self.inner.store.clone();
         let deadline = plan.deadline.map(|d| Instant::now() + d);
         tokio::spawn(async move {
-            Run {
+            let run = Run {
                 saga: &*saga,
                 input: &input,
                 id,
@@ -293,9 +296,9 @@ impl Runtime {
                 cancel: cancel.as_deref(),
                 deadline,
                 journal: store.as_deref().map(|s| Journal::new(s, next_seq)),
-            }
-            .execute(state, position)
-            .await
+            };
+            let span = run.span();
+            run.run_from(state, position).instrument(span).await
         })
     }
 
@@ -517,14 +520,8 @@ impl<S: Saga> Resumable for Registered<S> {
         }
         let replayed = recovery::replay::<S>(stored)?;
         match replayed.position {
-            Position::Rollback {
-                completed,
-                compensated,
-                ..
-            } if i < completed && !compensated[i] => Ok(()),
-            Position::Rollback { .. } => {
-                Err(cannot("it did not complete, or is already compensated"))
-            }
+            Position::Rollback(at) if i < at.completed && !at.compensated[i] => Ok(()),
+            Position::Rollback(_) => Err(cannot("it did not complete, or is already compensated")),
             _ => Err(cannot("the saga is not rolling back")),
         }
     }
