@@ -75,7 +75,10 @@ async fn an_effect_whose_reply_was_lost_is_compensated_when_the_saga_rolls_back(
         other => panic!("expected a rollback, got {other:?}"),
     };
     assert_eq!(report.compensated, ["hold"]);
-    assert_eq!(*saga.released.lock().unwrap(), *saga.applied.lock().unwrap());
+    assert_eq!(
+        *saga.released.lock().unwrap(),
+        *saga.applied.lock().unwrap()
+    );
 }
 
 #[tokio::test(start_paused = true)]

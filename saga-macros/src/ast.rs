@@ -3,9 +3,10 @@
 //! them). Problems local to one function are reported here; rules that span
 //! several items live in `check`.
 
+use proc_macro2::Span;
 use syn::{
     FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, Pat, PathArguments,
-    ReceiverKind, ReturnType, Type,
+    ReceiverKind, ReturnType, Safety, Type,
 };
 
 use crate::attr::{self, SagaArgs, StepArgs};
@@ -84,24 +85,33 @@ impl<'a> Signature<'a> {
 }
 
 impl<'a> Saga<'a> {
+    /// Models the impl, recording every problem in `cx`. `None` only when
+    /// there is no saga to speak of (a trait impl, or no named self type);
+    /// otherwise the model is returned even beside errors, so that `check`
+    /// still reports the rest and the fallback can stand in for the saga.
     pub fn from_impl(item: &'a ItemImpl, args: SagaArgs, cx: &mut Ctxt) -> Option<Saga<'a>> {
-        let mut ok = true;
         if let Some((path, _)) = &item.trait_ {
+            let self_ty = &item.self_ty;
             cx.error_spanned_by(
                 path,
-                "`#[saga]` goes on an inherent impl (`impl MySaga { .. }`), not on a trait impl",
+                format!(
+                    "`#[saga]` goes on an inherent impl, not on an impl of a trait: move the steps into `impl {} {{ .. }}`",
+                    type_string(self_ty)
+                ),
             );
-            ok = false;
+            return None;
         }
         if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
             cx.error_spanned_by(
                 &item.generics,
                 "a `#[saga]` impl cannot be generic: the saga log must name one concrete type; wrap generic services in a concrete struct",
             );
-            ok = false;
         }
         if let Some(unsafety) = &item.unsafety {
-            cx.error_spanned_by(unsafety, "a `#[saga]` impl cannot be `unsafe`");
+            cx.error_spanned_by(
+                unsafety,
+                "a `#[saga]` impl cannot be `unsafe`: remove `unsafe`",
+            );
         }
         let self_ident = match &*item.self_ty {
             Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.clone()),
@@ -115,17 +125,28 @@ impl<'a> Saga<'a> {
             return None;
         };
         if args.input.is_none() {
-            cx.error_spanned_by(
-                item.impl_token,
+            cx.syn_error(syn::Error::new(
+                Span::call_site(),
                 "`#[saga]` needs the saga's input type: write `#[saga(input = MyInput)]` (use `input = ()` for none)",
-            );
-            ok = false;
+            ));
         }
 
         let mut steps = Vec::new();
         let mut methods = Vec::new();
         for impl_item in &item.items {
             let ImplItem::Fn(func) = impl_item else {
+                let (attrs, what) = match impl_item {
+                    ImplItem::Const(c) => (&c.attrs, "a constant"),
+                    ImplItem::Type(t) => (&t.attrs, "an associated type"),
+                    ImplItem::Macro(m) => (&m.attrs, "a macro invocation"),
+                    _ => continue,
+                };
+                for a in attrs.iter().filter(|a| attr::is_step(a)) {
+                    cx.error_spanned_by(
+                        a,
+                        format!("`#[step]` goes on an async method of this impl, not on {what}"),
+                    );
+                }
                 continue;
             };
             let mut step_attrs = func.attrs.iter().filter(|a| attr::is_step(a));
@@ -136,36 +157,47 @@ impl<'a> Saga<'a> {
                 });
                 continue;
             };
+            let mut step_args = attr::step_args(step_attr, cx);
             for extra in step_attrs {
                 cx.error_spanned_by(
                     extra,
-                    "duplicate `#[step]`: give all options in one attribute",
+                    "duplicate `#[step]`: give all options in one attribute, such as `#[step(compensate = undo, timeout = \"2s\")]`",
                 );
+                step_args.malformed = true;
             }
-            let step_args = attr::step_args(step_attr, cx);
-            let Some(sig) = signature(func, "step", cx) else {
-                ok = false;
-                continue;
-            };
             steps.push(Step {
                 name: &func.sig.ident,
                 args: step_args,
-                sig,
+                sig: signature(func, "step", cx),
             });
         }
-        if steps.is_empty() && ok {
+        if steps.is_empty() {
             cx.error_spanned_by(
                 &item.self_ty,
                 "this saga has no steps: mark its async methods with `#[step]` (and pair each with `compensate = ..`)",
             );
         }
-        ok.then_some(Saga {
+        Some(Saga {
             item,
             self_ident,
             args,
             steps,
             methods,
         })
+    }
+
+    /// Whether a stand-in `Saga` impl can be emitted beside errors: the impl
+    /// names one concrete type, the input is known, and the outputs struct
+    /// does not clash with the saga's own type.
+    pub fn has_known_shape(&self) -> bool {
+        self.item.generics.params.is_empty()
+            && self.item.generics.where_clause.is_none()
+            && self
+                .args
+                .input
+                .as_ref()
+                .is_some_and(|t| borrowed_part(t).is_none())
+            && self.outputs_ident() != self.self_ident
     }
 
     /// The saga's stable name.
@@ -196,31 +228,41 @@ impl<'a> Saga<'a> {
 }
 
 /// Reads an async method's signature; `what` is "step" or "compensation".
-pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Option<Signature<'a>> {
+/// Problems are recorded in `cx`; what could be read is returned anyway, so
+/// that the rules about names and pairing still run.
+pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signature<'a> {
     let sig = &func.sig;
     let name = &sig.ident;
-    let mut ok = true;
     if sig.asyncness.is_none() {
         cx.error_spanned_by(
             sig.fn_token,
             format!("{what} `{name}` must be an `async fn`: write `async fn {name}(&self, ..)`"),
         );
-        ok = false;
+    }
+    if let Safety::Unsafe(unsafety) = &sig.safety {
+        cx.error_spanned_by(
+            unsafety,
+            format!(
+                "{what} `{name}` cannot be `unsafe`: the saga calls it with no way to uphold its safety contract; make it safe and put `unsafe` blocks inside"
+            ),
+        );
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
             &sig.generics,
-            format!("{what} `{name}` cannot be generic: the saga runs it with concrete types"),
+            format!(
+                "{what} `{name}` cannot be generic: the saga runs it with concrete types; remove the generic parameters"
+            ),
         );
-        ok = false;
     }
     match sig.receiver() {
         None => {
             cx.error_spanned_by(
                 name,
-                format!("{what} `{name}` must take `&self` as its first parameter"),
+                format!(
+                    "{what} `{name}` has no `self`: write `async fn {name}(&self, ..)`, since the saga calls its steps and compensations on its shared services"
+                ),
             );
-            ok = false;
         }
         Some(receiver) => match &receiver.kind {
             ReceiverKind::Reference(_, _, None) => {}
@@ -231,14 +273,14 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Option<
                         "{what} `{name}` takes `&mut self`, but steps of one saga share the saga's services: take `&self` and use interior mutability (a `Mutex`, an atomic) where you must"
                     ),
                 );
-                ok = false;
             }
             _ => {
                 cx.error_spanned_by(
                     receiver,
-                    format!("{what} `{name}` must take `&self`: the saga is shared by every run"),
+                    format!(
+                        "{what} `{name}` must take `&self`: the saga is shared by every run; write `async fn {name}(&self, ..)`"
+                    ),
                 );
-                ok = false;
             }
         },
     }
@@ -253,29 +295,136 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Option<
                 ty: &pat_type.ty,
             }),
             other => {
+                let names = if what == "step" {
+                    "`input`, `cx`, or the name of an earlier step"
+                } else {
+                    "its step's name, `input`, `cx`, or the name of an earlier step its step uses"
+                };
                 cx.error_spanned_by(
                     other,
                     format!(
-                        "parameters of a {what} must be plain names, because the name says what is passed: `input`, `cx`, or the name of an earlier step"
+                        "parameters of a {what} must be plain names, because the name says what is passed: {names}; destructure inside the body instead"
                     ),
                 );
-                ok = false;
             }
         }
     }
+    let expected = if what == "step" {
+        "Result<Output, MyError>"
+    } else {
+        "Result<(), MyError>"
+    };
     let ret = match &sig.output {
-        ReturnType::Type(_, ty) => Some(&**ty),
+        ReturnType::Type(_, ty) => match not_a_result(ty) {
+            Some(kind) => {
+                cx.error_spanned_by(
+                    ty,
+                    format!(
+                        "{what} `{name}` returns {kind}, but a {what} must return `Result<T, E>`: write `-> {expected}`"
+                    ),
+                );
+                // Read as "no return type", so that the fallback's outputs
+                // struct does not ask rustc about it again.
+                None
+            }
+            None => Some(&**ty),
+        },
         ReturnType::Default => {
             cx.error_spanned_by(
                 name,
-                format!(
-                    "{what} `{name}` must return `Result<T, E>`: add `-> Result<{}, MyError>`",
-                    if what == "step" { "Output" } else { "()" }
-                ),
+                format!("{what} `{name}` must return `Result<T, E>`: add `-> {expected}`"),
             );
-            ok = false;
             None
         }
     };
-    ok.then_some(Signature { func, params, ret })
+    Signature { func, params, ret }
+}
+
+/// What `ty` is, when it is certainly not a `Result`: not a path, or a path
+/// naming a well-known type. Any other path may be an alias of `Result`
+/// (`io::Result<T>`, `Fallible<T>`), which only rustc can tell.
+fn not_a_result(ty: &Type) -> Option<String> {
+    const KNOWN: &[&str] = &[
+        "Option", "bool", "char", "str", "String", "u8", "u16", "u32", "u64", "u128", "usize",
+        "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64", "Vec", "VecDeque", "Box", "Arc",
+        "Rc", "HashMap", "BTreeMap", "HashSet", "BTreeSet",
+    ];
+    let kind = match ty {
+        Type::Path(path) if path.qself.is_none() => {
+            let last = path.path.segments.last()?;
+            if !KNOWN.iter().any(|k| last.ident == k) {
+                return None;
+            }
+            return Some(format!("`{}`", type_string(ty)));
+        }
+        Type::Paren(inner) => return not_a_result(&inner.elem),
+        Type::Tuple(t) if t.elems.is_empty() => "`()`",
+        Type::Tuple(_) => "a tuple",
+        Type::Reference(_) => "a reference",
+        Type::Array(_) | Type::Slice(_) => "an array",
+        Type::ImplTrait(_) => "an `impl Trait`",
+        Type::TraitObject(_) => "a trait object",
+        Type::Ptr(_) => "a pointer",
+        Type::FnPtr(_) => "a function pointer",
+        Type::Never(_) => "`!`",
+        _ => return None,
+    };
+    Some(kind.to_string())
+}
+
+/// A type as the user would write it, for messages: `Option<u32>`, not
+/// `Option < u32 >` as tokens print.
+pub fn type_string(ty: &Type) -> String {
+    let mut text = quote::quote!(#ty).to_string();
+    for (from, to) in [
+        (" < ", "<"),
+        ("< ", "<"),
+        (" <", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        (" :: ", "::"),
+        (":: ", "::"),
+        ("& ", "&"),
+        ("( ", "("),
+        (" )", ")"),
+        ("[ ", "["),
+        (" ]", "]"),
+        (" ;", ";"),
+    ] {
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// The part of `ty` that borrows: a reference (even `&'static`, which the
+/// log could not read back) or a lifetime other than `'static`. Step outputs
+/// and the input are stored in the saga log and outlive any borrow, so they
+/// must be owned.
+pub fn borrowed_part(ty: &Type) -> Option<&dyn quote::ToTokens> {
+    match ty {
+        Type::Reference(r) => Some(r),
+        Type::Path(p) => {
+            if let Some(found) = p.qself.as_ref().and_then(|q| borrowed_part(&q.ty)) {
+                return Some(found);
+            }
+            p.path.segments.iter().find_map(|seg| {
+                let PathArguments::AngleBracketed(args) = &seg.arguments else {
+                    return None;
+                };
+                args.args.iter().find_map(|arg| match arg {
+                    GenericArgument::Lifetime(l) if l.ident != "static" => {
+                        Some(l as &dyn quote::ToTokens)
+                    }
+                    GenericArgument::Type(t) => borrowed_part(t),
+                    _ => None,
+                })
+            })
+        }
+        Type::Tuple(t) => t.elems.iter().find_map(borrowed_part),
+        Type::Array(a) => borrowed_part(&a.elem),
+        Type::Slice(s) => borrowed_part(&s.elem),
+        Type::Paren(p) => borrowed_part(&p.elem),
+        Type::Group(g) => borrowed_part(&g.elem),
+        _ => None,
+    }
 }

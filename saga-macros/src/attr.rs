@@ -3,18 +3,28 @@
 //! Every problem is recorded in the [`Ctxt`] and parsing goes on with the
 //! next option, so that one build reports every mistake.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::meta::ParseNestedMeta;
-use syn::parse::Parser;
-use syn::{Attribute, Ident, LitFloat, LitInt, LitStr, Token, Type};
+use syn::parse::{ParseStream, Parser};
+use syn::{Attribute, Ident, LitBool, LitFloat, LitInt, LitStr, Token, Type};
 
 use crate::ctxt::Ctxt;
-use crate::duration;
+use crate::{duration, suggest};
 
 const SAGA_OPTIONS: &str =
     "`input = Type`, `name = \"...\"`, `outputs = Ident`, `deadline = \"...\"`";
+const SAGA_NAMES: [&str; 4] = ["input", "name", "outputs", "deadline"];
 const STEP_OPTIONS: &str = "`compensate = method`, `retry(...)`, `compensate_retry(...)`, `timeout = \"...\"`, `pivot`, `readonly`";
+const STEP_NAMES: [&str; 6] = [
+    "compensate",
+    "retry",
+    "compensate_retry",
+    "timeout",
+    "pivot",
+    "readonly",
+];
 const RETRY_OPTIONS: &str = "`attempts = N` (or `forever`), `backoff = none | fixed(\"...\") | exponential(\"initial\", \"max\")`, `jitter = 0.0..=1.0`, `timeout = \"...\"`";
+const RETRY_NAMES: [&str; 4] = ["attempts", "backoff", "jitter", "timeout"];
 
 /// The options of `#[saga(...)]`.
 #[derive(Default)]
@@ -41,6 +51,10 @@ pub struct StepArgs {
     pub timeout: Option<Dur>,
     pub pivot: Option<Span>,
     pub readonly: Option<Span>,
+    /// Some option could not be read. The checks that a missing option
+    /// would trip (a step without a compensation) are skipped for this
+    /// step, so that one typo makes one error.
+    pub malformed: bool,
 }
 
 /// `retry(...)` or `compensate_retry(...)`.
@@ -67,23 +81,41 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
     let mut args = SagaArgs::default();
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("input") {
-            let ty: Type = meta.value()?.parse()?;
-            set_once(cx, &meta, &mut args.input, ty);
-        } else if meta.path.is_ident("name") {
-            let name: LitStr = meta.value()?.parse()?;
-            if name.value().trim().is_empty() {
-                cx.error_spanned_by(&name, "the saga's name must not be empty");
+            if let Some(ty) = value(
+                cx,
+                &meta,
+                "the saga's input type: `input = TransferRequest`",
+                |v| v.parse::<Type>(),
+            ) {
+                set_once(cx, &meta, &mut args.input, ty);
             }
-            set_once(cx, &meta, &mut args.name, name);
+        } else if meta.path.is_ident("name") {
+            if let Some(name) = value(cx, &meta, "a string: `name = \"transfer\"`", |v| {
+                v.parse::<LitStr>()
+            }) {
+                if name.value().trim().is_empty() {
+                    cx.error_spanned_by(
+                        &name,
+                        "the saga's name must not be empty: it identifies the saga in the log; write `name = \"transfer\"` or leave the option out to use the type's name",
+                    );
+                }
+                set_once(cx, &meta, &mut args.name, name);
+            }
         } else if meta.path.is_ident("outputs") {
-            let ident: Ident = meta.value()?.parse()?;
-            set_once(cx, &meta, &mut args.outputs, ident);
+            if let Some(ident) = value(
+                cx,
+                &meta,
+                "the name of the struct to generate: `outputs = TransferOutputs`",
+                |v| v.parse::<Ident>(),
+            ) {
+                set_once(cx, &meta, &mut args.outputs, ident);
+            }
         } else if meta.path.is_ident("deadline") {
-            if let Some(d) = parse_duration(cx, &meta)? {
+            if let Some(d) = duration_value(cx, &meta) {
                 set_once(cx, &meta, &mut args.deadline, d);
             }
         } else {
-            unknown(cx, &meta, "#[saga]", SAGA_OPTIONS)?;
+            unknown(cx, &meta, "#[saga]", SAGA_OPTIONS, &SAGA_NAMES);
         }
         Ok(())
     });
@@ -96,6 +128,7 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
 /// Parses one `#[step]` / `#[step(...)]` attribute.
 pub fn step_args(attr: &Attribute, cx: &mut Ctxt) -> StepArgs {
     let mut args = StepArgs::default();
+    let before = cx.error_count();
     match &attr.meta {
         syn::Meta::Path(_) => return args,
         syn::Meta::NameValue(nv) => {
@@ -103,45 +136,86 @@ pub fn step_args(attr: &Attribute, cx: &mut Ctxt) -> StepArgs {
                 nv,
                 format!("expected `#[step]` or `#[step(...)]`; valid options: {STEP_OPTIONS}"),
             );
+            args.malformed = true;
             return args;
         }
         syn::Meta::List(_) => {}
     }
     let result = attr.parse_nested_meta(|meta| {
         if meta.path.is_ident("compensate") {
-            let ident: Ident = meta.value()?.parse().map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    "expected the name of a method of this impl: `compensate = undo_step`",
-                )
-            })?;
-            set_once(cx, &meta, &mut args.compensate, ident);
+            if let Some(ident) = compensate_value(cx, &meta) {
+                set_once(cx, &meta, &mut args.compensate, ident);
+            }
         } else if meta.path.is_ident("retry") {
-            let spec = retry_spec(cx, &meta)?;
-            set_once(cx, &meta, &mut args.retry, spec);
+            if let Some(spec) = retry_spec(cx, &meta)? {
+                set_once(cx, &meta, &mut args.retry, spec);
+            }
         } else if meta.path.is_ident("compensate_retry") {
-            let spec = retry_spec(cx, &meta)?;
-            set_once(cx, &meta, &mut args.compensate_retry, spec);
+            if let Some(spec) = retry_spec(cx, &meta)? {
+                set_once(cx, &meta, &mut args.compensate_retry, spec);
+            }
         } else if meta.path.is_ident("timeout") {
-            if let Some(d) = parse_duration(cx, &meta)? {
+            if let Some(d) = duration_value(cx, &meta) {
                 set_once(cx, &meta, &mut args.timeout, d);
             }
         } else if meta.path.is_ident("pivot") {
-            flag(cx, &meta, &mut args.pivot)?;
+            flag(cx, &meta, &mut args.pivot);
         } else if meta.path.is_ident("readonly") {
-            flag(cx, &meta, &mut args.readonly)?;
+            flag(cx, &meta, &mut args.readonly);
         } else {
-            unknown(cx, &meta, "#[step]", STEP_OPTIONS)?;
+            unknown(cx, &meta, "#[step]", STEP_OPTIONS, &STEP_NAMES);
         }
         Ok(())
     });
     if let Err(e) = result {
         cx.syn_error(e);
     }
+    args.malformed = cx.error_count() > before;
     args
 }
 
-fn retry_spec(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<RetrySpec> {
+/// `compensate = method`.
+fn compensate_value(cx: &mut Ctxt, meta: &ParseNestedMeta) -> Option<Ident> {
+    if meta.input.peek(Token![=]) && meta.input.peek2(LitStr) {
+        let _ = meta.input.parse::<Token![=]>();
+        let lit: LitStr = meta.input.parse().ok()?;
+        let fix = match syn::parse_str::<Ident>(&lit.value()) {
+            Ok(ident) => format!("write `compensate = {ident}`"),
+            Err(_) => "write `compensate = undo_step`".to_string(),
+        };
+        cx.error_spanned_by(
+            &lit,
+            format!("`compensate` takes the name of a method of this impl, not a string: {fix}"),
+        );
+        skip(meta.input);
+        return None;
+    }
+    value(
+        cx,
+        meta,
+        "the name of a method of this impl: `compensate = undo_step`",
+        |v| v.parse::<Ident>(),
+    )
+}
+
+/// `retry(...)` or `compensate_retry(...)`. `Ok(None)` if it could not be
+/// read (the problem is recorded).
+fn retry_spec(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<RetrySpec>> {
+    let name = path_name(meta);
+    if !meta.input.peek(syn::token::Paren) {
+        let example = if meta.input.peek(Token![=]) && meta.input.peek2(LitInt) {
+            let _ = meta.input.parse::<Token![=]>();
+            let n: LitInt = meta.input.parse()?;
+            format!("`{name}(attempts = {n})`")
+        } else {
+            format!("`{name}(attempts = 5, backoff = exponential(\"20ms\", \"1s\"))`")
+        };
+        skip(meta.input);
+        cx.syn_error(meta.error(format!(
+            "`{name}` takes a list of options, such as {example}; valid options: {RETRY_OPTIONS}"
+        )));
+        return Ok(None);
+    }
     let mut spec = RetrySpec {
         span: meta
             .path
@@ -152,149 +226,272 @@ fn retry_spec(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<RetrySpec> {
         jitter: None,
         timeout: None,
     };
-    if !meta.input.peek(syn::token::Paren) {
-        return Err(meta.error(format!(
-            "expected `retry(...)` with any of: {RETRY_OPTIONS}"
-        )));
-    }
-    meta.parse_nested_meta(|inner| {
+    let content;
+    syn::parenthesized!(content in meta.input);
+    let tokens: TokenStream = content.parse()?;
+    let parser = syn::meta::parser(|inner| {
         if inner.path.is_ident("attempts") {
-            let value = inner.value()?;
-            let attempts = if value.peek(Ident) {
-                let ident: Ident = value.parse()?;
-                if ident != "forever" {
-                    return Err(syn::Error::new(
-                        ident.span(),
-                        "expected a number of attempts (at least 1) or `forever`",
-                    ));
-                }
-                Attempts::Forever
-            } else {
-                let lit: LitInt = value.parse()?;
-                match lit.base10_parse::<u32>() {
-                    Ok(n) if n >= 1 => Attempts::Limited(n),
-                    _ => {
-                        cx.error_spanned_by(
-                            &lit,
-                            "`attempts` must be a whole number from 1 (one try, no retry) up, or `forever`",
-                        );
-                        return Ok(());
-                    }
-                }
-            };
-            set_once(cx, &inner, &mut spec.attempts, attempts);
+            if let Some(attempts) = attempts_value(cx, &inner) {
+                set_once(cx, &inner, &mut spec.attempts, attempts);
+            }
         } else if inner.path.is_ident("backoff") {
-            let backoff = backoff_spec(cx, &inner)?;
-            set_once(cx, &inner, &mut spec.backoff, backoff);
+            if let Some(backoff) = backoff_spec(cx, &inner) {
+                set_once(cx, &inner, &mut spec.backoff, backoff);
+            }
         } else if inner.path.is_ident("jitter") {
-            let lit: LitFloat = inner.value()?.parse().map_err(|e| {
-                syn::Error::new(e.span(), "expected a fraction such as `0.5` (from 0.0 to 1.0)")
-            })?;
-            match lit.base10_parse::<f64>() {
-                Ok(f) if (0.0..=1.0).contains(&f) => set_once(cx, &inner, &mut spec.jitter, f),
-                _ => cx.error_spanned_by(&lit, "`jitter` must be a fraction from 0.0 to 1.0"),
+            let expected = "a fraction from 0.0 to 1.0: `jitter = 0.5`";
+            if let Some(lit) = value(cx, &inner, expected, |v| v.parse::<LitFloat>()) {
+                match lit.base10_parse::<f64>() {
+                    Ok(f) if (0.0..=1.0).contains(&f) => {
+                        set_once(cx, &inner, &mut spec.jitter, f);
+                    }
+                    _ => cx.error_spanned_by(
+                        &lit,
+                        format!("`jitter = {lit}` is out of range: write a fraction from 0.0 (no jitter) to 1.0 (up to the whole delay), such as `jitter = 0.5`"),
+                    ),
+                }
             }
         } else if inner.path.is_ident("timeout") {
-            if let Some(d) = parse_duration(cx, &inner)? {
+            if let Some(d) = duration_value(cx, &inner) {
                 set_once(cx, &inner, &mut spec.timeout, d);
             }
         } else {
-            unknown(cx, &inner, "retry", RETRY_OPTIONS)?;
+            unknown(cx, &inner, &name, RETRY_OPTIONS, &RETRY_NAMES);
         }
         Ok(())
-    })?;
-    Ok(spec)
+    });
+    if let Err(e) = parser.parse2(tokens) {
+        cx.syn_error(e);
+    }
+    Ok(Some(spec))
 }
 
-fn backoff_spec(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<BackoffSpec> {
-    let value = meta.value()?;
-    let kind: Ident = value.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "expected `none`, `fixed(\"100ms\")` or `exponential(\"20ms\", \"1s\")`",
-        )
+fn attempts_value(cx: &mut Ctxt, meta: &ParseNestedMeta) -> Option<Attempts> {
+    let expected = "a number of attempts from 1 up, or `forever`: `attempts = 5`";
+    let value = value(cx, meta, expected, |v| {
+        if v.peek(Ident) {
+            v.parse::<Ident>().map(Ok)
+        } else {
+            v.parse::<LitInt>().map(Err)
+        }
     })?;
-    let args = if value.peek(syn::token::Paren) {
-        let content;
-        syn::parenthesized!(content in value);
-        content
-            .parse_terminated(|p| p.parse::<LitStr>(), Token![,])?
-            .into_iter()
-            .collect::<Vec<_>>()
-    } else {
-        Vec::new()
-    };
+    match value {
+        Ok(ident) if ident == "forever" => Some(Attempts::Forever),
+        Ok(ident) => {
+            cx.error_spanned_by(
+                &ident,
+                format!("expected a number of attempts from 1 up, or `forever`, not `{ident}`"),
+            );
+            None
+        }
+        Err(lit) => match lit.base10_parse::<u32>() {
+            Ok(n) if n >= 1 => Some(Attempts::Limited(n)),
+            Ok(_) => {
+                cx.error_spanned_by(
+                    &lit,
+                    "`attempts = 0` would never run the step: write `attempts = 1` for a single try without retries, a larger number, or `attempts = forever`",
+                );
+                None
+            }
+            Err(_) => {
+                cx.error_spanned_by(
+                    &lit,
+                    format!(
+                        "`attempts` must be a whole number from 1 to {}, or `forever`",
+                        u32::MAX
+                    ),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn backoff_spec(cx: &mut Ctxt, meta: &ParseNestedMeta) -> Option<BackoffSpec> {
+    const FORMS: &str = "`none`, `fixed(\"100ms\")` or `exponential(\"20ms\", \"1s\")`";
+    let (kind, lits) = value(cx, meta, &format!("a backoff: {FORMS}"), |v| {
+        let kind: Ident = v.parse()?;
+        let lits = if v.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in v);
+            content
+                .parse_terminated(|p| p.parse::<LitStr>(), Token![,])?
+                .into_iter()
+                .collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        Ok((kind, lits))
+    })?;
     let mut durations = Vec::new();
-    for lit in &args {
+    for lit in &lits {
         match duration::parse(lit) {
             Ok(n) => durations.push(n),
             Err(e) => cx.syn_error(e),
         }
     }
-    if durations.len() != args.len() {
-        return Ok(BackoffSpec::None);
+    if durations.len() != lits.len() {
+        return None;
     }
     match (kind.to_string().as_str(), durations.as_slice()) {
-        ("none", []) => Ok(BackoffSpec::None),
-        ("fixed", [d]) => Ok(BackoffSpec::Fixed(*d)),
+        ("none", []) => Some(BackoffSpec::None),
+        ("fixed", [d]) => Some(BackoffSpec::Fixed(*d)),
         ("exponential", [initial, max]) => {
             if initial > max {
                 cx.error_spanned_by(
                     &kind,
-                    "the initial backoff is longer than its cap: write `exponential(\"initial\", \"max\")` with initial <= max",
+                    format!(
+                        "the initial backoff {} is longer than its cap {}: write `exponential(\"initial\", \"max\")` with initial <= max",
+                        lits[0].token(),
+                        lits[1].token()
+                    ),
                 );
             }
-            Ok(BackoffSpec::Exponential(*initial, *max))
+            Some(BackoffSpec::Exponential(*initial, *max))
         }
-        ("none" | "fixed" | "exponential", _) => Err(syn::Error::new(
-            kind.span(),
-            format!(
-                "wrong arguments for `{kind}`: write `none`, `fixed(\"100ms\")` or `exponential(\"20ms\", \"1s\")`"
-            ),
-        )),
-        _ => Err(syn::Error::new(
-            kind.span(),
-            format!(
-                "unknown backoff `{kind}`: expected `none`, `fixed(\"100ms\")` or `exponential(\"20ms\", \"1s\")`"
-            ),
-        )),
+        (form @ ("none" | "fixed" | "exponential"), _) => {
+            let fix = match form {
+                "none" => "`none` takes no durations: write `backoff = none`",
+                "fixed" => {
+                    "`fixed` takes one duration, the delay between attempts: write `fixed(\"100ms\")`"
+                }
+                _ => {
+                    "`exponential` takes two durations, the first delay and its cap: write `exponential(\"20ms\", \"1s\")`"
+                }
+            };
+            cx.error_spanned_by(&kind, format!("wrong number of durations: {fix}"));
+            None
+        }
+        (other, _) => {
+            cx.error_spanned_by(
+                &kind,
+                format!(
+                    "unknown backoff `{kind}`: write {FORMS}{}",
+                    suggest::hint(other, ["none", "fixed", "exponential"])
+                ),
+            );
+            None
+        }
     }
 }
 
-fn parse_duration(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Dur>> {
-    let lit: LitStr = meta.value()?.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "expected a duration string such as \"2s\" or \"250ms\"",
-        )
-    })?;
+/// `key = "2s"`, checked.
+fn duration_value(cx: &mut Ctxt, meta: &ParseNestedMeta) -> Option<Dur> {
+    let name = path_name(meta);
+    if meta.input.peek(Token![=]) && meta.input.peek2(LitInt) {
+        let _ = meta.input.parse::<Token![=]>();
+        let n: LitInt = meta.input.parse().ok()?;
+        cx.error_spanned_by(
+            &n,
+            format!(
+                "a duration is a string with a unit: write `{name} = \"{}s\"` or `{name} = \"{}ms\"` (units: ns, us, ms, s, m, h)",
+                n.base10_digits(),
+                n.base10_digits()
+            ),
+        );
+        skip(meta.input);
+        return None;
+    }
+    let expected = format!("a duration string: `{name} = \"2s\"` (units: ns, us, ms, s, m, h)");
+    let lit = value(cx, meta, &expected, |v| v.parse::<LitStr>())?;
     match duration::parse(&lit) {
         Ok(0) => {
-            cx.error_spanned_by(&lit, "a duration of zero would never let anything run");
-            Ok(None)
+            cx.error_spanned_by(
+                &lit,
+                format!("a `{name}` of zero would never let anything run: give a positive duration such as \"2s\", or leave the option out"),
+            );
+            None
         }
-        Ok(nanos) => Ok(Some(Dur {
+        Ok(nanos) => Some(Dur {
             nanos,
             span: lit.span(),
-        })),
+        }),
         Err(e) => {
             cx.syn_error(e);
-            Ok(None)
+            None
         }
     }
 }
 
-fn flag(cx: &mut Ctxt, meta: &ParseNestedMeta, slot: &mut Option<Span>) -> syn::Result<()> {
+/// Parses the value of `key = value` with `parse`. A missing `=`, or a value
+/// `parse` rejects, is recorded with `expected` (what to write instead) and
+/// the rest of the option skipped, so that the next option is still read.
+fn value<T>(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta,
+    expected: &str,
+    parse: impl FnOnce(ParseStream) -> syn::Result<T>,
+) -> Option<T> {
     let name = path_name(meta);
-    if meta.input.peek(Token![=]) || meta.input.peek(syn::token::Paren) {
-        return Err(meta.error(format!("`{name}` takes no value: write just `{name}`")));
+    if meta.input.parse::<Token![=]>().is_err() {
+        skip(meta.input);
+        cx.syn_error(meta.error(format!("expected `{name} = ..`: {expected}")));
+        return None;
     }
+    if meta.input.is_empty() || meta.input.peek(Token![,]) {
+        cx.syn_error(meta.error(format!("`{name}` needs a value: {expected}")));
+        return None;
+    }
+    let start = meta.input.span();
+    match parse(meta.input) {
+        Ok(v) if meta.input.is_empty() || meta.input.peek(Token![,]) => Some(v),
+        Ok(_) => {
+            let extra = meta.input.span();
+            skip(meta.input);
+            cx.syn_error(syn::Error::new(
+                extra,
+                format!("unexpected tokens after the value of `{name}`: separate options with `,`"),
+            ));
+            None
+        }
+        Err(_) => {
+            skip(meta.input);
+            cx.syn_error(syn::Error::new(start, format!("expected {expected}")));
+            None
+        }
+    }
+}
+
+/// Skips the rest of one option: every token up to the next `,`.
+fn skip(input: ParseStream) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
+                break;
+            }
+            rest = next;
+        }
+        Ok(((), rest))
+    });
+}
+
+/// A flag such as `pivot`. `pivot = true` is reported but still read as a
+/// pivot (and `pivot = false` as none), so no second error follows.
+fn flag(cx: &mut Ctxt, meta: &ParseNestedMeta, slot: &mut Option<Span>) {
+    let name = path_name(meta);
     let span = meta
         .path
         .get_ident()
         .map_or_else(Span::call_site, Ident::span);
+    if meta.input.peek(Token![=]) || meta.input.peek(syn::token::Paren) {
+        let mut on = true;
+        if meta.input.peek(Token![=]) && meta.input.peek2(LitBool) {
+            let _ = meta.input.parse::<Token![=]>();
+            on = meta.input.parse::<LitBool>().is_ok_and(|b| b.value);
+        }
+        skip(meta.input);
+        let fix = if on {
+            format!("write just `{name}`")
+        } else {
+            format!("leave `{name}` out")
+        };
+        cx.syn_error(meta.error(format!("`{name}` takes no value: {fix}")));
+        if !on {
+            return;
+        }
+    }
     set_once(cx, meta, slot, span);
-    Ok(())
 }
 
 fn set_once<T>(cx: &mut Ctxt, meta: &ParseNestedMeta, slot: &mut Option<T>, value: T) {
@@ -309,22 +506,16 @@ fn set_once<T>(cx: &mut Ctxt, meta: &ParseNestedMeta, slot: &mut Option<T>, valu
 }
 
 /// Records an unknown option and skips its value, so parsing can go on.
-fn unknown(cx: &mut Ctxt, meta: &ParseNestedMeta, what: &str, valid: &str) -> syn::Result<()> {
+fn unknown(cx: &mut Ctxt, meta: &ParseNestedMeta, what: &str, valid: &str, names: &[&str]) {
+    let name = path_name(meta);
     cx.error_spanned_by(
         &meta.path,
         format!(
-            "unknown option `{}` in `{what}`; valid options: {valid}",
-            path_name(meta)
+            "unknown option `{name}` in `{what}`{}; valid options: {valid}",
+            suggest::hint(&name, names.iter().copied())
         ),
     );
-    if meta.input.peek(Token![=]) {
-        meta.value()?.parse::<syn::Expr>()?;
-    } else if meta.input.peek(syn::token::Paren) {
-        let content;
-        syn::parenthesized!(content in meta.input);
-        content.parse::<TokenStream>()?;
-    }
-    Ok(())
+    skip(meta.input);
 }
 
 fn path_name(meta: &ParseNestedMeta) -> String {

@@ -8,6 +8,7 @@ use syn::{Ident, Type};
 
 use crate::ast::{self, Param, Saga, Signature};
 use crate::ctxt::Ctxt;
+use crate::suggest;
 
 /// Names with a meaning of their own, which no step may take.
 const RESERVED_STEP_NAMES: &[&str] = &["input", "cx"];
@@ -58,6 +59,7 @@ pub fn check<'a>(saga: &'a Saga<'a>, cx: &mut Ctxt) -> Vec<CheckedStep<'a>> {
     let mut out = Vec::with_capacity(saga.steps.len());
     let pivot = pivot_index(saga, cx);
     check_names(saga, cx);
+    check_owned(saga, cx);
     let mut paired: Vec<(&Ident, &Ident)> = Vec::new();
     for (i, step) in saga.steps.iter().enumerate() {
         let (args, deps) = resolve_step_params(saga, i, cx);
@@ -69,7 +71,7 @@ pub fn check<'a>(saga: &'a Saga<'a>, cx: &mut Ctxt) -> Vec<CheckedStep<'a>> {
                     cx.syn_error(syn::Error::new(
                         spec.span,
                         format!(
-                            "`compensate_retry` needs a compensation: add `compensate = ..` to step `{}`",
+                            "`compensate_retry` sets the retry policy of a compensation, but step `{}` has none: add `compensate = ..`, or remove `compensate_retry`",
                             step.name
                         ),
                     ));
@@ -97,8 +99,8 @@ fn pivot_index(saga: &Saga, cx: &mut Ctxt) -> Option<usize> {
             Some(first) => cx.syn_error(syn::Error::new(
                 span,
                 format!(
-                    "a saga has at most one pivot, and `{}` already is: the pivot is the single point of no return",
-                    saga.steps[first].name
+                    "a saga has at most one pivot, and `{}` already is: the pivot is the single point of no return; remove `pivot` from `{}` or from `{}`",
+                    saga.steps[first].name, step.name, saga.steps[first].name
                 ),
             )),
             None => pivot = Some(i),
@@ -149,7 +151,7 @@ fn kind_of(saga: &Saga, i: usize, pivot: Option<usize>, cx: &mut Ctxt) -> Kind {
             Kind::Forward
         }
         _ => {
-            if args.compensate.is_none() && args.pivot.is_none() {
+            if args.compensate.is_none() && args.pivot.is_none() && !args.malformed {
                 let why = match pivot {
                     Some(p) => format!("runs before the pivot `{}`", saga.steps[p].name),
                     None => "belongs to a saga without a pivot".to_string(),
@@ -162,6 +164,32 @@ fn kind_of(saga: &Saga, i: usize, pivot: Option<usize>, cx: &mut Ctxt) -> Kind {
                 );
             }
             Kind::Compensatable
+        }
+    }
+}
+
+/// Outputs and the input are written to the saga log and outlive every
+/// borrow: they must be owned.
+fn check_owned(saga: &Saga, cx: &mut Ctxt) {
+    if let Some(input) = &saga.args.input
+        && let Some(borrowed) = ast::borrowed_part(input)
+    {
+        cx.error_spanned_by(
+            borrowed,
+            "the saga's input must be an owned type: it is stored in the saga log before the first step and read back on recovery; use an owned type such as `String` instead of `&str`",
+        );
+    }
+    for step in &saga.steps {
+        if let Some(out) = step.sig.output_type()
+            && let Some(borrowed) = ast::borrowed_part(out)
+        {
+            cx.error_spanned_by(
+                borrowed,
+                format!(
+                    "the output of step `{}` must be an owned type: it is stored in the saga log, outlives the step and is read back on recovery; return an owned type such as `String` instead of `&str`",
+                    step.name
+                ),
+            );
         }
     }
 }
@@ -191,12 +219,12 @@ fn check_names(saga: &Saga, cx: &mut Ctxt) {
     if let Some(outputs) = &saga.args.outputs
         && *outputs == saga.self_ident
     {
-        {
-            cx.error_spanned_by(
-                outputs,
-                "the outputs struct needs a name of its own, not the saga's",
-            );
-        }
+        cx.error_spanned_by(
+            outputs,
+            format!(
+                "the outputs struct needs a name of its own, not the saga's: write `outputs = {outputs}Outputs`, or leave the option out"
+            ),
+        );
     }
 }
 
@@ -231,7 +259,7 @@ fn resolve_step_params<'a>(
                     cx.error_spanned_by(
                         param.name,
                         format!(
-                            "step `{}` cannot take its own output as a parameter",
+                            "step `{}` cannot take its own output as a parameter: it does not exist until the step returns; take `input` or an earlier step's output instead",
                             step.name
                         ),
                     );
@@ -248,15 +276,22 @@ fn resolve_step_params<'a>(
                     continue;
                 }
                 None => {
-                    let mut in_scope = vec!["`input`".to_string(), "`cx`".to_string()];
-                    in_scope.extend(saga.steps[..i].iter().map(|s| format!("`{}`", s.name)));
+                    let earlier: Vec<String> =
+                        saga.steps[..i].iter().map(|s| s.name.to_string()).collect();
+                    let in_scope: Vec<String> = ["input", "cx"]
+                        .into_iter()
+                        .map(String::from)
+                        .chain(earlier)
+                        .collect();
+                    let hint =
+                        suggest::hint(&param.name.to_string(), in_scope.iter().map(String::as_str));
                     cx.error_spanned_by(
                         param.name,
                         format!(
-                            "parameter `{}` of step `{}` names nothing a step can receive; the names in scope are {}",
+                            "parameter `{}` of step `{}` names nothing a step can receive{hint}; a parameter is named after what it receives, and the names in scope are {}",
                             param.name,
                             step.name,
-                            in_scope.join(", ")
+                            backticked(&in_scope)
                         ),
                     );
                     continue;
@@ -264,7 +299,7 @@ fn resolve_step_params<'a>(
             }
         };
         if matches!(source, Source::Input | Source::Cx) {
-            require_reference(param, "it is passed by reference", cx);
+            require_reference(param, "the saga passes it by reference", cx);
         }
         args.push(Arg { param, source });
     }
@@ -279,11 +314,16 @@ fn resolve_compensation<'a>(
     cx: &mut Ctxt,
 ) -> Option<Compensation<'a>> {
     let step = &saga.steps[i];
+    let output = step
+        .sig
+        .output_type()
+        .map_or_else(|| "..".to_string(), ast::type_string);
     if saga.step_index(target).is_some() {
         cx.error_spanned_by(
             target,
             format!(
-                "`{target}` is a step; a compensation is a plain async method without `#[step]`"
+                "`{target}` is a step, so it cannot compensate `{}`: a compensation is a plain async method of this impl without `#[step]`, such as `async fn undo_{}(&self, {}: {output}) -> Result<(), MyError>`",
+                step.name, step.name, step.name
             ),
         );
         return None;
@@ -295,16 +335,17 @@ fn resolve_compensation<'a>(
             .filter(|m| m.func.sig.asyncness.is_some())
             .map(|m| format!("`{}`", m.name))
             .collect();
-        let hint = if others.is_empty() {
-            String::new()
-        } else {
-            format!(" (async methods here: {})", others.join(", "))
+        let names: Vec<String> = saga.methods.iter().map(|m| m.name.to_string()).collect();
+        let hint = match suggest::closest(&target.to_string(), names.iter().map(String::as_str)) {
+            Some(close) => format!(" (did you mean `compensate = {close}`?)"),
+            None if others.is_empty() => String::new(),
+            None => format!(" (its async methods are {})", others.join(", ")),
         };
         cx.error_spanned_by(
             target,
             format!(
-                "no method `{target}` in this impl{hint}: add `async fn {target}(&self, {}: ..) -> Result<(), MyError>`",
-                step.name
+                "no method `{target}` in this impl{hint}: to undo step `{}`, add `async fn {target}(&self, {}: {output}) -> Result<(), MyError>`",
+                step.name, step.name
             ),
         );
         return None;
@@ -312,12 +353,15 @@ fn resolve_compensation<'a>(
     if let Some((_, first)) = paired.iter().find(|(t, _)| *t == target) {
         cx.error_spanned_by(
             target,
-            format!("`{target}` already compensates step `{first}`: each step needs a compensation of its own"),
+            format!(
+                "`{target}` already compensates step `{first}`: each step needs a compensation of its own, such as `async fn undo_{}(&self, {}: {output}) -> Result<(), MyError>`",
+                step.name, step.name
+            ),
         );
         return None;
     }
     paired.push((target, step.name));
-    let sig = ast::signature(method.func, "compensation", cx)?;
+    let sig = ast::signature(method.func, "compensation", cx);
     Some(Compensation { sig })
 }
 
@@ -340,10 +384,10 @@ pub fn compensation_args<'a>(
                 by_value: !matches!(param.ty, Type::Reference(_)),
             }
         } else if param.name == "input" {
-            require_reference(param, "it is passed by reference", cx);
+            require_reference(param, "the saga passes it by reference", cx);
             Source::Input
         } else if param.name == "cx" {
-            require_reference(param, "it is passed by reference", cx);
+            require_reference(param, "the saga passes it by reference", cx);
             Source::Cx
         } else if let Some(j) = saga
             .step_index(param.name)
@@ -351,7 +395,7 @@ pub fn compensation_args<'a>(
         {
             require_reference(
                 param,
-                "a compensation receives an ancestor's output by reference",
+                "a compensation receives the outputs its step used by reference",
                 cx,
             );
             Source::Step {
@@ -369,10 +413,25 @@ pub fn compensation_args<'a>(
                     .iter()
                     .map(|j| format!("`{}`", saga.steps[*j].name)),
             );
+            let why = match saga.step_index(param.name) {
+                Some(j) if j > i => format!(
+                    ": step `{}` runs after `{}`, so its output does not exist when `{}` is undone",
+                    param.name, step.name, step.name
+                ),
+                Some(_) => format!(
+                    ": `{}` does not depend on step `{}`, so that output may be missing or already undone; to use it, make `{}` take `{}: &..` too",
+                    step.name, param.name, step.name, param.name
+                ),
+                None => {
+                    let mut names = vec![step.name.to_string(), "input".into(), "cx".into()];
+                    names.extend(ancestors.iter().map(|j| saga.steps[*j].name.to_string()));
+                    suggest::hint(&param.name.to_string(), names.iter().map(String::as_str))
+                }
+            };
             cx.error_spanned_by(
                 param.name,
                 format!(
-                    "compensation `{}` of step `{}` cannot take `{}`; it can take {}",
+                    "compensation `{}` of step `{}` cannot take `{}`{why}; it can take {}",
                     sig.func.sig.ident,
                     step.name,
                     param.name,
@@ -386,12 +445,14 @@ pub fn compensation_args<'a>(
     if let Some(ty) = sig.output_type()
         && !is_unit(ty)
     {
-        {
-            cx.error_spanned_by(
-                ty,
-                "a compensation returns `Result<(), E>`: it undoes, it produces nothing",
-            );
-        }
+        cx.error_spanned_by(
+            ty,
+            format!(
+                "compensation `{}` returns `Result<{}, ..>`, but a compensation undoes and produces nothing: return `Result<(), ..>`",
+                sig.func.sig.ident,
+                ast::type_string(ty)
+            ),
+        );
     }
     CompensationArgs { args }
 }
@@ -411,15 +472,26 @@ fn ancestors(checked: &[CheckedStep], i: usize) -> BTreeSet<usize> {
 fn require_reference(param: &Param, why: &str, cx: &mut Ctxt) {
     if !matches!(param.ty, Type::Reference(r) if r.mutability.is_none()) {
         let ty = param.ty;
+        let inner = match ty {
+            Type::Reference(r) => ast::type_string(&r.elem),
+            _ => ast::type_string(ty),
+        };
         cx.error_spanned_by(
             ty,
             format!(
-                "`{}` must be a shared reference, such as `&{}`: {why}",
-                param.name,
-                quote::quote!(#ty)
+                "parameter `{}` must be a shared reference: write `{}: &{inner}`, since {why}",
+                param.name, param.name
             ),
         );
     }
+}
+
+fn backticked(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn is_unit(ty: &Type) -> bool {

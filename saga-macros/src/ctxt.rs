@@ -25,6 +25,12 @@ impl Ctxt {
         !self.errors.is_empty()
     }
 
+    /// How many errors were recorded so far: compare before and after a
+    /// stage to learn whether it found problems.
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     /// All errors combined into one, if any.
     pub fn into_error(self) -> Option<syn::Error> {
         let mut errors = self.errors.into_iter();

@@ -2,7 +2,7 @@
 //! whose `__run_step` / `__compensate` call the user's methods with the
 //! values their parameter names ask for.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::ItemImpl;
 use syn::spanned::Spanned;
@@ -16,14 +16,7 @@ use crate::{ast, attr, fallback};
 pub fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
     let item: ItemImpl = match syn::parse2(item.clone()) {
         Ok(item) => item,
-        Err(_) => {
-            let error = syn::Error::new(
-                Span::call_site(),
-                "`#[saga]` goes on an inherent impl block: `#[saga(input = MyInput)] impl MySaga { .. }`",
-            )
-            .to_compile_error();
-            return quote!(#error #item);
-        }
+        Err(_) => return fallback::not_an_impl(item),
     };
     let mut cx = Ctxt::default();
     let args = attr::saga_args(args, &mut cx);
@@ -81,16 +74,6 @@ fn output_type(sig: &Signature) -> TokenStream {
     }
 }
 
-fn error_type(sig: &Signature) -> TokenStream {
-    match (sig.error_type(), sig.ret) {
-        (Some(ty), _) => ty.to_token_stream(),
-        (None, Some(ret)) => {
-            quote_spanned!(ret.span()=> <#ret as ::saga::__private::StepReturn>::Error)
-        }
-        (None, None) => quote!(()),
-    }
-}
-
 /// The outputs struct, also emitted by the fallback so a user's code that
 /// reads it does not fail for an unrelated reason.
 pub fn outputs_struct(saga: &Saga) -> TokenStream {
@@ -98,7 +81,16 @@ pub fn outputs_struct(saga: &Saga) -> TokenStream {
     let self_name = saga.self_ident.to_string();
     let names: Vec<_> = saga.steps.iter().map(|s| s.name).collect();
     let name_strs: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let tys: Vec<_> = saga.steps.iter().map(|s| output_type(&s.sig)).collect();
+    // A borrowed output is an error already reported; `()` stands in for it
+    // so that the struct still compiles beside the error.
+    let tys: Vec<_> = saga
+        .steps
+        .iter()
+        .map(|s| match s.sig.output_type() {
+            Some(ty) if ast::borrowed_part(ty).is_some() => quote!(()),
+            _ => output_type(&s.sig),
+        })
+        .collect();
     let docs = saga.steps.iter().map(|s| {
         let own: Vec<_> = s
             .sig
@@ -124,14 +116,25 @@ pub fn outputs_struct(saga: &Saga) -> TokenStream {
             #( #docs pub #names: #tys, )*
         }
 
-        #[automatically_derived]
-        impl ::core::fmt::Debug for #outputs {
-            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_struct(#outputs_str)
-                    #( .field(#name_strs, &::saga::__private::AsJson(&self.#names)) )*
-                    .finish()
+        #[doc(hidden)]
+        #[allow(clippy::all)]
+        const _: () = {
+            #[allow(unused_imports)]
+            use ::saga::__private::{UncheckedSerialize as _, ViaSerialize as _};
+
+            /// Shows each output as its JSON, so outputs need not be `Debug`.
+            #[automatically_derived]
+            impl ::core::fmt::Debug for #outputs {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    f.debug_struct(#outputs_str)
+                        #( .field(
+                            #name_strs,
+                            &(&&::saga::__private::Codec(::core::option::Option::Some(&self.#names))).saga_json(),
+                        ) )*
+                        .finish()
+                }
             }
-        }
+        };
     }
 }
 
@@ -152,6 +155,13 @@ fn generate(
     let name_strs: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let tys: Vec<_> = saga.steps.iter().map(|s| output_type(&s.sig)).collect();
     let indices: Vec<usize> = (0..steps.len()).collect();
+    let arg_cx = ArgCx {
+        saga_name: &saga_name,
+        names: &names,
+        name_strs: &name_strs,
+        tys: &tys,
+        input_ty,
+    };
     let count = steps.len();
 
     let step_defs = saga
@@ -218,18 +228,18 @@ fn generate(
         .enumerate()
         .map(|(i, (step, checked))| {
             let method = step.name;
-            let args = checked
-                .args
-                .iter()
-                .map(|a| arg_expr(a, &saga_name, &name_strs, &names));
-            let ret = step.sig.ret;
-            let ret_span = ret.map_or_else(Span::call_site, |r| r.span());
+            let args = checked.args.iter().map(|a| arg_expr(a, &arg_cx));
+            let err_span = error_span(&step.sig);
             let call = quote_spanned!(method.span()=>
                 ::saga::__private::assert_send_future(self.#method(#(#args),*)).await
             );
-            let into_result = quote_spanned!(ret_span=>
+            let ret_span = step.sig.ret.map_or_else(Span::call_site, |r| r.span());
+            let split = quote_spanned!(ret_span=>
+                let __saga_result = ::saga::__private::StepReturn::into_result(__saga_result);
+            );
+            let into_result = quote_spanned!(err_span=>
                 ::saga::__private::into_step_result(
-                    ::saga::__private::StepReturn::into_result(__saga_result),
+                    __saga_result,
                     |__saga_error| (&&::saga::__private::Classifier(__saga_error)).saga_retryable(),
                 )
             );
@@ -237,6 +247,7 @@ fn generate(
             quote! {
                 #i => {
                     let __saga_result = #call;
+                    #split
                     let __saga_output = #into_result?;
                     state.#field = ::core::option::Option::Some(__saga_output);
                     ::core::result::Result::Ok(())
@@ -249,22 +260,23 @@ fn generate(
             let args = args.as_ref()?;
             let sig = &checked.compensation.as_ref()?.sig;
             let method = &sig.func.sig.ident;
-            let arg_exprs = args
-                .args
-                .iter()
-                .map(|a| arg_expr(a, &saga_name, &name_strs, &names));
+            let arg_exprs = args.args.iter().map(|a| arg_expr(a, &arg_cx));
             let ret_span = sig.ret.map_or_else(Span::call_site, |r| r.span());
+            let err_span = error_span(sig);
             let call = quote_spanned!(method.span()=>
                 ::saga::__private::assert_send_future(self.#method(#(#arg_exprs),*)).await
             );
-            let into_result = quote_spanned!(ret_span=>
+            let split = quote_spanned!(ret_span=>
                 let __saga_result: ::core::result::Result<(), _> =
                     ::saga::__private::StepReturn::into_result(__saga_result);
+            );
+            let into_result = quote_spanned!(err_span=>
                 ::saga::__private::into_step_result(
                     __saga_result,
                     |__saga_error| (&&::saga::__private::Classifier(__saga_error)).saga_retryable(),
                 )
             );
+            let into_result = quote!(#split #into_result);
             Some(quote! {
                 #i => {
                     let __saga_result = #call;
@@ -274,7 +286,7 @@ fn generate(
         },
     );
 
-    let checks = static_checks(saga, input_ty, steps);
+    let checks = static_checks(saga);
 
     quote! {
         #stripped
@@ -285,7 +297,10 @@ fn generate(
         #[allow(non_upper_case_globals, clippy::all)]
         const _: () = {
             #[allow(unused_imports)]
-            use ::saga::__private::{ViaClassify as _, ViaDefault as _};
+            use ::saga::__private::{
+                UncheckedDeserialize as _, UncheckedSerialize as _, ViaClassify as _,
+                ViaDefault as _, ViaDeserialize as _, ViaSerialize as _,
+            };
 
             #[doc(hidden)]
             #[derive(Default)]
@@ -354,7 +369,7 @@ fn generate(
                     step: usize,
                 ) -> ::core::result::Result<::saga::__private::serde_json::Value, ::saga::__private::serde_json::Error> {
                     match step {
-                        #( #indices => ::saga::__private::encode(&state.#names), )*
+                        #( #indices => (&&::saga::__private::Codec(state.#names.as_ref())).saga_encode(), )*
                         _ => ::core::result::Result::Err(::saga::__private::no_such_step(#saga_name, step)),
                     }
                 }
@@ -365,7 +380,12 @@ fn generate(
                     value: ::saga::__private::serde_json::Value,
                 ) -> ::core::result::Result<(), ::saga::__private::serde_json::Error> {
                     match step {
-                        #( #indices => ::saga::__private::decode(&mut state.#names, value), )*
+                        #( #indices => {
+                            let __saga_output = (&&::saga::__private::Codec::<#tys>(::core::option::Option::None))
+                                .saga_decode(value)?;
+                            state.#names = ::core::option::Option::Some(__saga_output);
+                            ::core::result::Result::Ok(())
+                        } )*
                         _ => ::core::result::Result::Err(::saga::__private::no_such_step(#saga_name, step)),
                     }
                 }
@@ -380,33 +400,80 @@ fn after_pivot(steps: &[CheckedStep], i: usize) -> bool {
     steps[..i].iter().any(|s| s.kind == Kind::Pivot)
 }
 
-/// The expression fetching one argument, typed with the user's parameter
-/// type so that a mismatch is reported at the parameter.
-fn arg_expr(
-    arg: &Arg,
-    saga_name: &str,
-    name_strs: &[String],
-    names: &[&syn::Ident],
-) -> TokenStream {
+/// What `arg_expr` needs to know of the saga.
+struct ArgCx<'a> {
+    saga_name: &'a str,
+    names: &'a [&'a syn::Ident],
+    name_strs: &'a [String],
+    tys: &'a [TokenStream],
+    input_ty: &'a syn::Type,
+}
+
+/// The expression fetching one argument. The value is fetched first and
+/// then converted, by `BorrowAs` (or `Param`, for an output a compensation
+/// takes by value), to the parameter's type, in code spanned at that type:
+/// a parameter declared with the wrong type is reported there, saying which
+/// type it receives, rather than inside the generated call. `BorrowAs`
+/// borrows like `Borrow`, so `input: &str` works for a `String` input.
+fn arg_expr(arg: &Arg, a: &ArgCx) -> TokenStream {
     let ty = arg.param.ty;
-    let value = match arg.source {
-        Source::Input => quote!(input),
-        Source::Cx => quote!(cx),
+    let span = ty.span();
+    let (value, received) = match arg.source {
+        Source::Input => (quote!(input), a.input_ty.to_token_stream()),
+        Source::Cx => (quote!(cx), quote!(::saga::__private::StepContext)),
         Source::Step { index, by_value } => {
-            let field = names[index];
-            let step = &name_strs[index];
+            let field = a.names[index];
+            let step = &a.name_strs[index];
+            let saga_name = a.saga_name;
+            let out = &a.tys[index];
             let borrowed = quote!(::saga::__private::dependency(&state.#field, #saga_name, #step));
             if by_value {
-                quote_spanned!(ty.span()=> ::core::clone::Clone::clone(#borrowed))
-            } else {
-                borrowed
+                // Named at the parameter, where a missing `Clone` or a
+                // different type is reported.
+                let out_here = respan(out.clone(), span);
+                let convert = quote_spanned!(span=>
+                    <#ty as ::saga::__private::Param<#out_here>>::from_arg(
+                        ::saga::__private::clone_output::<#out_here>(__saga_value)
+                    )
+                );
+                return quote! {{
+                    let __saga_value = #borrowed;
+                    #convert
+                }};
             }
+            (borrowed, out.clone())
         }
     };
-    quote_spanned!(ty.span()=> {
-        let __saga_arg: #ty = #value;
-        __saga_arg
-    })
+    let syn::Type::Reference(reference) = ty else {
+        unreachable!("checked by check: parameters other than an owned output are references")
+    };
+    let target = &reference.elem;
+    let received = respan(received, span);
+    let convert = quote_spanned!(span=>
+        <#received as ::saga::__private::BorrowAs<#target>>::borrow_as(__saga_value)
+    );
+    quote! {{
+        let __saga_value = #value;
+        #convert
+    }}
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Group(g) => {
+                let mut group = Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                TokenTree::Group(group)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
 }
 
 /// A `RetryPolicy` constant expression: `base` with the attribute's changes.
@@ -453,39 +520,38 @@ fn policy(base: TokenStream, spec: Option<&RetrySpec>, timeout: Option<attr::Dur
 }
 
 /// Bounds checked with the user's spans, so errors point at their types.
-fn static_checks(saga: &Saga, input_ty: &syn::Type, steps: &[CheckedStep]) -> TokenStream {
-    let mut checks = Vec::new();
-    checks.push(quote_spanned!(input_ty.span()=>
-        ::saga::__private::assert_serialize::<#input_ty>();
-        ::saga::__private::assert_deserialize::<#input_ty>();
-        ::saga::__private::assert_send_sync::<#input_ty>();
-    ));
-    for (step, checked) in saga.steps.iter().zip(steps) {
+/// Each is checked here once; the generated code that relies on them
+/// dispatches through fallbacks instead of repeating the bound (see
+/// `saga::__private::Codec`). Error types are checked where they are
+/// converted, in the run and compensate arms, spanned at each error type.
+fn static_checks(saga: &Saga) -> TokenStream {
+    let checks = saga.steps.iter().map(|step| {
         let out = output_type(&step.sig);
         let span = step.sig.output_type().map_or_else(
             || step.sig.ret.map_or_else(Span::call_site, |r| r.span()),
             |t| t.span(),
         );
-        checks.push(quote_spanned!(span=>
+        quote_spanned!(span=>
             ::saga::__private::assert_serialize::<#out>();
             ::saga::__private::assert_deserialize::<#out>();
             ::saga::__private::assert_send_sync::<#out>();
-        ));
-        for sig in std::iter::once(&step.sig).chain(checked.compensation.as_ref().map(|c| &c.sig)) {
-            let err = error_type(sig);
-            let span = sig.error_type().map_or_else(
-                || sig.ret.map_or_else(Span::call_site, |r| r.span()),
-                |t| t.span(),
-            );
-            checks.push(quote_spanned!(span=> ::saga::__private::assert_step_error::<#err>();));
-        }
-    }
+        )
+    });
     quote! {
         #[allow(dead_code)]
         fn __saga_static_checks() {
             #( #checks )*
         }
     }
+}
+
+/// Where a method's error type is written (or its return type, for an
+/// alias that hides it).
+fn error_span(sig: &Signature) -> Span {
+    sig.error_type().map_or_else(
+        || sig.ret.map_or_else(Span::call_site, |r| r.span()),
+        |t| t.span(),
+    )
 }
 
 /// FNV-1a over the parts of the definition a saga log depends on: names,

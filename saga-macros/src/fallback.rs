@@ -3,9 +3,9 @@
 //! shape is known, the outputs struct and a placeholder `Saga` impl, so that
 //! code using the saga elsewhere does not fail for an unrelated reason.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::quote;
-use syn::{ImplItem, ItemImpl};
+use syn::{ImplItem, Item, ItemImpl};
 
 use crate::ast::Saga;
 use crate::ctxt::Ctxt;
@@ -26,14 +26,51 @@ pub fn emit(item: &ItemImpl, saga: Option<&Saga>, cx: Ctxt) -> TokenStream {
 pub fn strip(item: &ItemImpl) -> ItemImpl {
     let mut item = item.clone();
     for impl_item in &mut item.items {
-        if let ImplItem::Fn(func) = impl_item {
-            func.attrs.retain(|a| !attr::is_step(a));
-        }
+        let attrs = match impl_item {
+            ImplItem::Fn(f) => &mut f.attrs,
+            ImplItem::Const(c) => &mut c.attrs,
+            ImplItem::Type(t) => &mut t.attrs,
+            ImplItem::Macro(m) => &mut m.attrs,
+            _ => continue,
+        };
+        attrs.retain(|a| !attr::is_step(a));
     }
     item
 }
 
+/// `#[saga]` on something that is not an impl block: the error, at the
+/// item's keyword, and the item unchanged.
+pub fn not_an_impl(item: TokenStream) -> TokenStream {
+    let (what, span) = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(f)) => ("a function", f.sig.fn_token.span),
+        Ok(Item::Struct(s)) => ("a struct", s.struct_token.span),
+        Ok(Item::Enum(e)) => ("an enum", e.enum_token.span),
+        Ok(Item::Trait(t)) => ("a trait", t.trait_token.span),
+        Ok(Item::Mod(m)) => ("a module", m.mod_token.span),
+        _ => (
+            "this item",
+            item.clone()
+                .into_iter()
+                .next()
+                .map_or_else(Span::call_site, |t| t.span()),
+        ),
+    };
+    let error = syn::Error::new(
+        span,
+        format!(
+            "`#[saga]` goes on an inherent impl block, not on {what}: write the steps as async methods of `#[saga(input = MyInput)] impl MySaga {{ .. }}`"
+        ),
+    )
+    .to_compile_error();
+    quote!(#error #item)
+}
+
+/// A stand-in `Saga` impl, so that code using the saga elsewhere (calling
+/// `definition()`, starting it) does not fail for an unrelated reason.
 fn placeholder(saga: &Saga) -> Option<TokenStream> {
+    if !saga.has_known_shape() {
+        return None;
+    }
     let input = saga.args.input.as_ref()?;
     let self_ty = &saga.item.self_ty;
     let outputs = saga.outputs_ident();

@@ -13,6 +13,7 @@ mod ctxt;
 mod duration;
 mod expand;
 mod fallback;
+mod suggest;
 
 use proc_macro::TokenStream;
 

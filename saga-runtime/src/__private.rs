@@ -99,7 +99,7 @@ pub fn into_step_result<T, E: IntoStepError>(
     })
 }
 
-/// A type `#[saga]` stores in the saga log (a step output or the input).
+/// A step output, which `#[saga]` stores in the saga log.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be stored in the saga log: it does not implement `serde::Serialize`",
     label = "step outputs are written to the saga log, so they must implement `Serialize`",
@@ -108,7 +108,7 @@ pub fn into_step_result<T, E: IntoStepError>(
 pub trait LogSerialize {}
 impl<T: serde::Serialize> LogSerialize for T {}
 
-/// A type `#[saga]` reads back from the saga log.
+/// A step output, which `#[saga]` reads back from the saga log.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be read back from the saga log: it does not implement `serde::de::DeserializeOwned`",
     label = "step outputs are read back from the saga log on recovery, so they must implement `Deserialize` without borrowing",
@@ -132,17 +132,37 @@ pub fn assert_serialize<T: ?Sized + LogSerialize>() {}
 pub fn assert_deserialize<T: LogDeserialize>() {}
 /// Compile-time check that a step output can be shared across threads.
 pub fn assert_send_sync<T: ?Sized + ThreadSafe>() {}
-/// Compile-time check of a step's error type.
-pub fn assert_step_error<E: IntoStepError>() {}
-/// Compile-time check that a compensation takes an owned output it can clone.
-pub fn assert_clone<T: CloneOutput>() {}
 
-/// A parameter of a step or compensation, declared by the user as `Self`,
-/// that receives an `A`: a step's output, the input or the context.
+/// A value `Self` (a step's output, the input or the context) that a
+/// parameter declared as `&T` borrows. Any borrowed form works, as with
+/// `Borrow`: `&str` for a `String`, `&[T]` for a `Vec<T>`, `&T` for a
+/// `Box<T>`.
+#[diagnostic::on_unimplemented(
+    message = "this parameter is declared as `&{T}`, but it receives `&{Self}`",
+    label = "write `&{Self}` here",
+    note = "a parameter named after a step receives `&` that step's output; `input` receives `&` the saga's input, and `cx` receives `&StepContext`"
+)]
+pub trait BorrowAs<T: ?Sized> {
+    /// The value, borrowed as the parameter's type.
+    fn borrow_as(&self) -> &T;
+}
+
+impl<A, T> BorrowAs<T> for A
+where
+    A: ?Sized + std::borrow::Borrow<T>,
+    T: ?Sized,
+{
+    fn borrow_as(&self) -> &T {
+        self.borrow()
+    }
+}
+
+/// A parameter of a compensation declared by the user as `Self`, which
+/// receives its step's output `A` by value.
 #[diagnostic::on_unimplemented(
     message = "this parameter is declared as `{Self}`, but it receives `{A}`",
-    label = "write `{A}` here",
-    note = "a parameter named after a step receives `&` that step's output (a compensation may take its own step's output by value); `input` receives `&` the saga's input, and `cx` receives `&StepContext`"
+    label = "write `{A}` here (or `&{A}`)",
+    note = "a compensation receives its own step's output by value or by reference, under the step's name"
 )]
 pub trait Param<A>: Sized {
     /// The argument itself.

@@ -1,0 +1,13 @@
+use saga::prelude::*;
+
+pub struct Transfer;
+
+#[saga(input = u32)]
+impl Transfer {
+    #[step(pivot)]
+    async unsafe fn capture(&self, input: &u32) -> Result<u32, StepError> {
+        Ok(*input)
+    }
+}
+
+fn main() {}
