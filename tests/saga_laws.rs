@@ -190,6 +190,7 @@ impl Case {
                     "u64",
                     retry,
                     compensation_retry,
+                    i,
                 )
             })
             .collect();
@@ -332,6 +333,8 @@ impl Saga for Generated {
     type Input = u64;
     type Outputs = Vec<u64>;
     type State = Vec<Option<u64>>;
+    /// The step and its output.
+    type StepOutput = (usize, u64);
 
     fn definition() -> &'static Definition {
         CURRENT
@@ -343,23 +346,21 @@ impl Saga for Generated {
         &'a self,
         step: usize,
         input: &'a u64,
-        state: &'a mut Vec<Option<u64>>,
+        state: &'a Vec<Option<u64>>,
         cx: &'a StepContext,
-    ) -> Result<(), StepError> {
+    ) -> Result<(usize, u64), StepError> {
         let attempt = cx.attempt();
         if attempt & 1 == 0 {
             tokio::task::yield_now().await;
         }
         self.check_cx(cx, step, Phase::Forward, *input);
-        if state.is_empty() {
-            state.resize(self.case.steps.len(), None);
-        }
+        let has = |i: usize| state.get(i).copied().flatten().is_some();
         for &dep in &self.case.steps[step].deps {
-            if state[dep].is_none() {
+            if !has(dep) {
                 self.violation(format!("step {step} ran before its dependency {dep}"));
             }
         }
-        if state[step].is_some() {
+        if has(step) {
             self.violation(format!("step {step} ran again after it succeeded"));
         }
         let result = self.case.steps[step].forward.result(attempt);
@@ -371,10 +372,9 @@ impl Saga for Generated {
             result,
             output: produced,
         });
-        if produced.is_some() {
-            state[step] = produced;
-        }
-        Self::to_error(result, error_text(false, STEP_NAMES[step], attempt))
+        Self::to_error(result, error_text(false, STEP_NAMES[step], attempt))?;
+        let produced = produced.expect("a step that succeeded produced an output");
+        Ok((step, produced))
     }
 
     async fn __compensate<'a>(
@@ -411,11 +411,19 @@ impl Saga for Generated {
             .collect()
     }
 
-    fn __encode_output(
-        state: &Vec<Option<u64>>,
-        step: usize,
-    ) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::to_value(state.get(step).copied().flatten())
+    fn __store(state: &mut Vec<Option<u64>>, (step, output): (usize, u64)) {
+        if state.len() <= step {
+            state.resize(step + 1, None);
+        }
+        state[step] = Some(output);
+    }
+
+    fn __has_output(state: &Vec<Option<u64>>, step: usize) -> bool {
+        state.get(step).copied().flatten().is_some()
+    }
+
+    fn __encode_step_output(output: &(usize, u64)) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(output.1)
     }
 
     fn __decode_output(

@@ -32,8 +32,8 @@ impl SlowReply {
         }
         Ok(key)
     }
-    async fn release(&self, hold: &String) -> Result<(), StepError> {
-        self.released.lock().unwrap().push(hold.clone());
+    async fn release(&self, hold: &str) -> Result<(), StepError> {
+        self.released.lock().unwrap().push(hold.to_string());
         Ok(())
     }
 
@@ -63,7 +63,10 @@ async fn run(slow_attempts: u32, faults: Faults) -> (Arc<SlowReply>, Outcome<Slo
 async fn a_step_whose_replies_time_out_is_retried_past_its_attempts_until_it_answers() {
     let (saga, outcome) = run(5, Faults::new()).await;
     let outputs = outcome.completed().expect("completed once `hold` answered");
-    assert_eq!(*saga.applied.lock().unwrap(), [outputs.hold.clone()]);
+    assert_eq!(
+        *saga.applied.lock().unwrap(),
+        std::slice::from_ref(&outputs.hold)
+    );
     assert!(saga.released.lock().unwrap().is_empty());
 }
 

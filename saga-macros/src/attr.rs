@@ -12,8 +12,8 @@ use crate::ctxt::Ctxt;
 use crate::{duration, suggest};
 
 const SAGA_OPTIONS: &str =
-    "`input = Type`, `name = \"...\"`, `outputs = Ident`, `deadline = \"...\"`";
-const SAGA_NAMES: [&str; 4] = ["input", "name", "outputs", "deadline"];
+    "`input = Type`, `name = \"...\"`, `outputs = Ident`, `deadline = \"...\"`, `concurrent`";
+const SAGA_NAMES: [&str; 5] = ["input", "name", "outputs", "deadline", "concurrent"];
 const STEP_OPTIONS: &str = "`compensate = method`, `retry(...)`, `compensate_retry(...)`, `timeout = \"...\"`, `pivot`, `readonly`";
 const STEP_NAMES: [&str; 6] = [
     "compensate",
@@ -33,6 +33,8 @@ pub struct SagaArgs {
     pub name: Option<LitStr>,
     pub outputs: Option<Ident>,
     pub deadline: Option<Dur>,
+    /// Run consecutive independent steps at the same time.
+    pub concurrent: Option<Span>,
 }
 
 /// A duration option: its value and where it was written.
@@ -114,6 +116,8 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
             if let Some(d) = duration_value(cx, &meta) {
                 set_once(cx, &meta, &mut args.deadline, d);
             }
+        } else if meta.path.is_ident("concurrent") {
+            flag(cx, &meta, &mut args.concurrent);
         } else {
             unknown(cx, &meta, "#[saga]", SAGA_OPTIONS, &SAGA_NAMES);
         }

@@ -163,6 +163,7 @@ fn generate(
         input_ty,
     };
     let count = steps.len();
+    let groups = groups(saga, steps);
 
     let step_defs = saga
         .steps
@@ -171,6 +172,7 @@ fn generate(
         .enumerate()
         .map(|(i, (step, checked))| {
             let name = &name_strs[i];
+            let group = groups[i];
             let kind = match checked.kind {
                 Kind::Compensatable => quote!(Compensatable),
                 Kind::Readonly => quote!(Readonly),
@@ -208,6 +210,7 @@ fn generate(
                     #out_str,
                     #retry,
                     #comp_retry,
+                    #group,
                 )
             }
         });
@@ -249,8 +252,7 @@ fn generate(
                     let __saga_result = #call;
                     #split
                     let __saga_output = #into_result?;
-                    state.#field = ::core::option::Option::Some(__saga_output);
-                    ::core::result::Result::Ok(())
+                    ::core::result::Result::Ok(__SagaStepOutput::#field(__saga_output))
                 }
             }
         });
@@ -308,6 +310,12 @@ fn generate(
                 #( #names: ::core::option::Option<#tys>, )*
             }
 
+            #[doc(hidden)]
+            #[allow(non_camel_case_types)]
+            pub enum __SagaStepOutput {
+                #( #names(#tys), )*
+            }
+
             static __SAGA_STEPS: [::saga::__private::StepDef; #count] = [#(#step_defs),*];
             static __SAGA_DEFINITION: ::saga::__private::Definition =
                 ::saga::__private::Definition::__new(#saga_name, #fingerprint, &__SAGA_STEPS, #deadline);
@@ -317,6 +325,7 @@ fn generate(
                 type Input = #input_ty;
                 type Outputs = #outputs;
                 type State = __SagaState;
+                type StepOutput = __SagaStepOutput;
 
                 fn definition() -> &'static ::saga::__private::Definition {
                     &__SAGA_DEFINITION
@@ -326,10 +335,10 @@ fn generate(
                     &'__saga self,
                     step: usize,
                     input: &'__saga Self::Input,
-                    state: &'__saga mut __SagaState,
+                    state: &'__saga __SagaState,
                     cx: &'__saga ::saga::__private::StepContext,
                 ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<(), ::saga::__private::StepError>,
+                    Output = ::core::result::Result<__SagaStepOutput, ::saga::__private::StepError>,
                 > + ::core::marker::Send + '__saga {
                     let _ = (&input, &cx);
                     async move {
@@ -364,13 +373,24 @@ fn generate(
                     }
                 }
 
-                fn __encode_output(
-                    state: &__SagaState,
-                    step: usize,
-                ) -> ::core::result::Result<::saga::__private::serde_json::Value, ::saga::__private::serde_json::Error> {
+                fn __store(state: &mut __SagaState, output: __SagaStepOutput) {
+                    match output {
+                        #( __SagaStepOutput::#names(value) => state.#names = ::core::option::Option::Some(value), )*
+                    }
+                }
+
+                fn __has_output(state: &__SagaState, step: usize) -> bool {
                     match step {
-                        #( #indices => (&&::saga::__private::Codec(state.#names.as_ref())).saga_encode(), )*
-                        _ => ::core::result::Result::Err(::saga::__private::no_such_step(#saga_name, step)),
+                        #( #indices => state.#names.is_some(), )*
+                        _ => false,
+                    }
+                }
+
+                fn __encode_step_output(
+                    output: &__SagaStepOutput,
+                ) -> ::core::result::Result<::saga::__private::serde_json::Value, ::saga::__private::serde_json::Error> {
+                    match output {
+                        #( __SagaStepOutput::#names(value) => (&&::saga::__private::Codec(::core::option::Option::Some(value))).saga_encode(), )*
                     }
                 }
 
@@ -394,6 +414,29 @@ fn generate(
             #checks
         };
     }
+}
+
+/// Each step's group: its own index, unless the saga is `concurrent`, where
+/// consecutive steps join one group while none depends on another member
+/// and none is the pivot (which always runs alone, between the steps that
+/// can be undone and those that cannot).
+fn groups(saga: &Saga, steps: &[CheckedStep]) -> Vec<usize> {
+    if saga.args.concurrent.is_none() {
+        return (0..steps.len()).collect();
+    }
+    let mut groups: Vec<usize> = Vec::with_capacity(steps.len());
+    let mut start = 0;
+    for (i, step) in steps.iter().enumerate() {
+        let joins = i > 0
+            && step.kind != Kind::Pivot
+            && steps[i - 1].kind != Kind::Pivot
+            && !step.deps.iter().any(|&d| d >= start);
+        if !joins {
+            start = i;
+        }
+        groups.push(start);
+    }
+    groups
 }
 
 fn after_pivot(steps: &[CheckedStep], i: usize) -> bool {

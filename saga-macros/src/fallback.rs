@@ -87,6 +87,7 @@ fn placeholder(saga: &Saga) -> Option<TokenStream> {
                 type Input = #input;
                 type Outputs = #outputs;
                 type State = ();
+                type StepOutput = ();
 
                 fn definition() -> &'static ::saga::__private::Definition {
                     &__SAGA_DEFINITION
@@ -96,12 +97,20 @@ fn placeholder(saga: &Saga) -> Option<TokenStream> {
                     &'__saga self,
                     _: usize,
                     _: &'__saga Self::Input,
-                    _: &'__saga mut (),
+                    _: &'__saga (),
                     _: &'__saga ::saga::__private::StepContext,
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<(), ::saga::__private::StepError>,
                 > + ::core::marker::Send + '__saga {
                     async { ::core::unreachable!("this saga did not compile") }
+                }
+
+                fn __store(_: &mut (), _: ()) {
+                    ::core::unreachable!("this saga did not compile")
+                }
+
+                fn __has_output(_: &(), _: usize) -> bool {
+                    ::core::unreachable!("this saga did not compile")
                 }
 
                 fn __compensate<'__saga>(
@@ -120,9 +129,8 @@ fn placeholder(saga: &Saga) -> Option<TokenStream> {
                     ::core::unreachable!("this saga did not compile")
                 }
 
-                fn __encode_output(
+                fn __encode_step_output(
                     _: &(),
-                    _: usize,
                 ) -> ::core::result::Result<::saga::__private::serde_json::Value, ::saga::__private::serde_json::Error> {
                     ::core::unreachable!("this saga did not compile")
                 }

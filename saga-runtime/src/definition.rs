@@ -70,6 +70,7 @@ pub struct StepDef {
     output_type: &'static str,
     retry: RetryPolicy,
     compensation_retry: RetryPolicy,
+    group: usize,
 }
 
 impl StepDef {
@@ -83,6 +84,7 @@ impl StepDef {
         output_type: &'static str,
         retry: RetryPolicy,
         compensation_retry: RetryPolicy,
+        group: usize,
     ) -> StepDef {
         StepDef {
             name,
@@ -92,7 +94,16 @@ impl StepDef {
             output_type,
             retry,
             compensation_retry,
+            group,
         }
+    }
+
+    /// Steps of one group run at the same time. Each step is a group of its
+    /// own unless the saga is `#[saga(concurrent)]`, where consecutive
+    /// steps that do not depend on each other share one (the pivot always
+    /// runs alone).
+    pub fn group(&self) -> usize {
+        self.group
     }
 
     /// The step's name (its method name).
@@ -145,8 +156,8 @@ impl StepDef {
 /// ```
 /// use saga_runtime::{Definition, RetryPolicy, StepDef, StepKind};
 /// static STEPS: [StepDef; 2] = [
-///     StepDef::__new("hold", StepKind::Compensatable, Some("release"), &[], "HoldId", RetryPolicy::STEP, RetryPolicy::FOREVER),
-///     StepDef::__new("capture", StepKind::Pivot, None, &[0], "()", RetryPolicy::STEP, RetryPolicy::FOREVER),
+///     StepDef::__new("hold", StepKind::Compensatable, Some("release"), &[], "HoldId", RetryPolicy::STEP, RetryPolicy::FOREVER, 0),
+///     StepDef::__new("capture", StepKind::Pivot, None, &[0], "()", RetryPolicy::STEP, RetryPolicy::FOREVER, 1),
 /// ];
 /// static DEF: Definition = Definition::__new("Pay", 42, &STEPS, None);
 /// assert_eq!(DEF.step_index("capture"), Some(1));
@@ -227,7 +238,7 @@ impl Definition {
     ///
     /// ```
     /// # use saga_runtime::{Definition, RetryPolicy, StepDef, StepKind};
-    /// # static STEPS: [StepDef; 1] = [StepDef::__new("hold", StepKind::Compensatable, Some("release"), &[], "HoldId", RetryPolicy::STEP, RetryPolicy::FOREVER)];
+    /// # static STEPS: [StepDef; 1] = [StepDef::__new("hold", StepKind::Compensatable, Some("release"), &[], "HoldId", RetryPolicy::STEP, RetryPolicy::FOREVER, 0)];
     /// # static DEF: Definition = Definition::__new("Pay", 42, &STEPS, None);
     /// let graph = DEF.to_mermaid();
     /// assert!(graph.starts_with("flowchart TD"));

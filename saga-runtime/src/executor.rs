@@ -30,7 +30,10 @@ use crate::{
 /// `async fn` so that the in-memory path adds no state to the saga's future.
 macro_rules! note {
     ($run:expr, $kind:expr, $state:expr, $step:expr) => {
-        if let Some(durable) = $run.record($kind, $state, $step)? {
+        note!($run, $kind, $state, $step, None)
+    };
+    ($run:expr, $kind:expr, $state:expr, $step:expr, $output:expr) => {
+        if let Some(durable) = $run.record($kind, $state, $step, $output)? {
             durable.await.map_err(Error::Store)?;
         }
     };
@@ -114,8 +117,8 @@ impl<'r> Journal<'r> {
 pub(crate) enum Position {
     /// Steps `0..next` completed; step `next` runs next, from `attempt`.
     Forward { next: usize, attempt: u32 },
-    /// Step `step` gave up (steps `0..step` completed) but what follows was
-    /// not recorded yet: roll back, or, past the pivot, become stuck.
+    /// Step `step` gave up but what follows was not recorded yet: roll back,
+    /// or, past the pivot, become stuck.
     Failed(Box<(usize, Failure)>),
     /// Rollback was decided and is under way.
     Rollback(Box<RollbackAt>),
@@ -123,8 +126,6 @@ pub(crate) enum Position {
 
 /// Where a recovered rollback stands.
 pub(crate) struct RollbackAt {
-    /// Steps `0..completed` completed.
-    pub(crate) completed: usize,
     /// The steps already undone.
     pub(crate) compensated: Vec<bool>,
     /// Why the saga rolls back.
@@ -183,66 +184,120 @@ impl<S: Saga> Run<'_, S> {
                 {
                     return Box::pin(self.stuck(&state, cause, Vec::new(), failure)).await;
                 }
-                let undo = self.roll_back(&state, step, cause, Vec::new(), 1, true);
+                let undo = self.roll_back(&state, cause, Vec::new(), 1, true);
                 return Box::pin(undo).await;
             }
             Position::Rollback(at) => {
                 let RollbackAt {
-                    completed,
                     compensated,
                     cause,
                     attempt,
                     gave_up,
                 } = *at;
                 if let Some(failure) = gave_up {
-                    let done = names_of(def, &compensated, completed);
+                    let done = names_of(def, &compensated);
                     return Box::pin(self.stuck(&state, cause, done, failure)).await;
                 }
-                let undo = self.roll_back(&state, completed, cause, compensated, attempt, false);
+                let undo = self.roll_back(&state, cause, compensated, attempt, false);
                 return Box::pin(undo).await;
             }
         };
         if first == 0 {
             note!(self, EventKind::Started, &state, 0);
         }
-        let mut past_pivot = def.steps()[..first]
-            .iter()
-            .any(|s| s.kind() == StepKind::Pivot);
-        for (i, step) in def.steps().iter().enumerate().skip(first) {
+        let steps = def.steps();
+        let mut past_pivot = steps[..first].iter().any(|s| s.kind() == StepKind::Pivot);
+        // Start at the beginning of the group holding `first`: its members
+        // that completed before a crash are skipped below.
+        let mut i = first;
+        while i > 0 && i < steps.len() && steps[i - 1].group() == steps[first].group() {
+            i -= 1;
+        }
+        while i < steps.len() {
+            let end = steps[i..]
+                .iter()
+                .position(|s| s.group() != steps[i].group())
+                .map_or(steps.len(), |n| i + n);
             if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
-                return Box::pin(self.roll_back(&state, i, cause, Vec::new(), 1, true)).await;
+                return Box::pin(self.roll_back(&state, cause, Vec::new(), 1, true)).await;
             }
-            match self.forward(i, &mut state, past_pivot, attempt).await {
-                Ok(()) => past_pivot |= step.kind() == StepKind::Pivot,
-                Err(Stop::Journal(e)) => return Err(e),
-                Err(Stop::Failed(failure)) if past_pivot => {
+            let attempt_of = |j: usize| if j == first { attempt } else { 1 };
+            let stop = if end - i == 1 {
+                // One step: awaited in place, no allocation.
+                match self.forward(i, &state, past_pivot, attempt_of(i)).await {
+                    Ok(output) => {
+                        S::__store(&mut state, output);
+                        None
+                    }
+                    Err(stop) => Some(stop),
+                }
+            } else {
+                Box::pin(self.forward_group(i..end, &mut state, past_pivot, attempt_of)).await
+            };
+            match stop {
+                None => {}
+                Some(Stop::Journal(e)) => return Err(e),
+                Some(Stop::Failed(failure)) if past_pivot => {
                     let cause = Cause::StepFailed(failure.clone());
                     return Box::pin(self.stuck(&state, cause, Vec::new(), failure)).await;
                 }
-                Err(Stop::Failed(failure)) => {
+                Some(Stop::Failed(failure)) => {
                     let cause = Cause::StepFailed(failure);
-                    let undo = self.roll_back(&state, i, cause, Vec::new(), 1, true);
+                    let undo = self.roll_back(&state, cause, Vec::new(), 1, true);
                     return Box::pin(undo).await;
                 }
-                Err(Stop::Interrupted(cause)) => {
-                    let undo = self.roll_back(&state, i, cause, Vec::new(), 1, true);
+                Some(Stop::Interrupted(cause)) => {
+                    let undo = self.roll_back(&state, cause, Vec::new(), 1, true);
                     return Box::pin(undo).await;
                 }
             }
+            past_pivot |= steps[i..end].iter().any(|s| s.kind() == StepKind::Pivot);
             attempt = 1;
+            i = end;
         }
         note!(self, EventKind::Completed, &state, 0);
         Ok(Outcome::Completed(S::__outputs(state)))
+    }
+
+    /// Runs the steps of one group at the same time, on this task, and
+    /// stores the outputs of those that succeed. Every member runs to its
+    /// end (success or failure for good) before the group is done, so that
+    /// nothing is left half-way; the first stop, in step order, is returned.
+    async fn forward_group(
+        &self,
+        steps: std::ops::Range<usize>,
+        state: &mut S::State,
+        past_pivot: bool,
+        attempt_of: impl Fn(usize) -> u32,
+    ) -> Option<Stop> {
+        let results = {
+            let shared: &S::State = state;
+            let runs = steps
+                .filter(|&j| !S::__has_output(shared, j))
+                .map(|j| Box::pin(self.forward(j, shared, past_pivot, attempt_of(j))))
+                .collect();
+            JoinAll::new(runs).await
+        };
+        let mut first_stop = None;
+        for result in results {
+            match result {
+                Ok(output) => S::__store(state, output),
+                Err(stop) => {
+                    first_stop.get_or_insert(stop);
+                }
+            }
+        }
+        first_stop
     }
 
     /// Runs step `i` with its retry policy, from attempt `attempt`.
     async fn forward(
         &self,
         i: usize,
-        state: &mut S::State,
+        state: &S::State,
         past_pivot: bool,
         mut attempt: u32,
-    ) -> Result<(), Stop> {
+    ) -> Result<S::StepOutput, Stop> {
         let def = S::definition();
         let name = def.steps()[i].name();
         let policy = self.plan.policy(def, i, Phase::Forward);
@@ -257,25 +312,25 @@ impl<S: Saga> Run<'_, S> {
                 Some(injected) => Err(injected),
                 None => {
                     let cx = StepContext::new(self.id, def.name(), name, Phase::Forward, attempt);
-                    let mut result = Ok(());
-                    for _ in 0..self.repetitions() {
-                        let call = S::__run_step(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, call).instrument(span.clone()).await;
-                        if result.is_err() {
-                            break;
-                        }
+                    let call = S::__run_step(self.saga, i, self.input, state, &cx);
+                    let mut result = guarded(policy, call).instrument(span.clone()).await;
+                    if self.plan.repeat && result.is_ok() {
+                        // The idempotency check: the same call again, same key;
+                        // the second answer is the one kept.
+                        let again = S::__run_step(self.saga, i, self.input, state, &cx);
+                        result = guarded(policy, again).instrument(span.clone()).await;
                     }
                     result
                 }
             };
             let error = match result {
-                Ok(()) => {
+                Ok(output) => {
                     let succeeded = EventKind::StepSucceeded {
                         step: name,
                         attempt,
                     };
-                    note!(self, succeeded, state, i);
-                    return Ok(());
+                    note!(self, succeeded, state, i, Some(&output));
+                    return Ok(output);
                 }
                 Err(error) => error,
             };
@@ -322,13 +377,12 @@ impl<S: Saga> Run<'_, S> {
         }
     }
 
-    /// Compensates the completed steps `completed - 1` down to `0` (skipping
-    /// those marked in `done`), then reports. `decide` records the decision
-    /// to roll back first (false when resuming a rollback already logged).
+    /// Compensates every completed step, last first (skipping those marked
+    /// in `done`), then reports. `decide` records the decision to roll back
+    /// first (false when resuming a rollback already logged).
     async fn roll_back(
         &self,
         state: &S::State,
-        completed: usize,
         cause: Cause,
         done: Vec<bool>,
         mut attempt: u32,
@@ -339,10 +393,10 @@ impl<S: Saga> Run<'_, S> {
             tracing::info!(%cause, "rolling back");
             note!(self, EventKind::RollbackStarted { cause: &cause }, state, 0);
         }
-        let mut compensated = names_of(def, &done, completed);
-        for i in (0..completed).rev() {
-            let step = &def.steps()[i];
-            if step.kind() != StepKind::Compensatable || done.get(i).copied().unwrap_or(false) {
+        let mut compensated = names_of(def, &done);
+        for (i, step) in def.steps().iter().enumerate().rev() {
+            let undone = done.get(i).copied().unwrap_or(false);
+            if step.kind() != StepKind::Compensatable || undone || !S::__has_output(state, i) {
                 continue;
             }
             match self.compensate(i, state, attempt).await {
@@ -508,6 +562,7 @@ impl<S: Saga> Run<'_, S> {
         kind: EventKind<'_>,
         state: &S::State,
         step: usize,
+        output: Option<&S::StepOutput>,
     ) -> Result<Option<BoxFuture<'_, Result<(), StoreError>>>, Error> {
         if let Some(listener) = self.listener {
             listener.on_event(&Event {
@@ -519,7 +574,8 @@ impl<S: Saga> Run<'_, S> {
         let Some(journal) = &self.journal else {
             return Ok(None);
         };
-        let Some(entry) = entry_of::<S>(self.id, &kind, state, step)? else {
+        let _ = (state, step);
+        let Some(entry) = entry_of::<S>(self.id, &kind, output)? else {
             return Ok(None);
         };
         // The write-ahead points: the run acts on these only once they are
@@ -539,22 +595,65 @@ impl<S: Saga> Run<'_, S> {
     }
 }
 
-/// The names of the steps marked in `done` among `0..completed`, in the
-/// order rollback undid them (reverse).
-fn names_of(def: &crate::Definition, done: &[bool], completed: usize) -> Vec<&'static str> {
-    (0..completed)
+/// The names of the steps marked in `done`, in the order rollback undid
+/// them (reverse).
+fn names_of(def: &crate::Definition, done: &[bool]) -> Vec<&'static str> {
+    (0..done.len().min(def.steps().len()))
         .rev()
-        .filter(|&i| done.get(i).copied().unwrap_or(false))
+        .filter(|&i| done[i])
         .map(|i| def.steps()[i].name())
         .collect()
+}
+
+/// Polls a set of futures of one type, in order, until all are done,
+/// without spawning: the steps of a concurrent group run on the saga's own
+/// task.
+struct JoinAll<F: Future> {
+    futures: Vec<Option<Pin<Box<F>>>>,
+    outputs: Vec<Option<F::Output>>,
+}
+
+impl<F: Future> JoinAll<F> {
+    fn new(futures: Vec<Pin<Box<F>>>) -> JoinAll<F> {
+        let outputs = futures.iter().map(|_| None).collect();
+        JoinAll {
+            futures: futures.into_iter().map(Some).collect(),
+            outputs,
+        }
+    }
+}
+
+impl<F: Future> Unpin for JoinAll<F> {}
+
+impl<F: Future> Future for JoinAll<F> {
+    type Output = Vec<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut pending = false;
+        for (slot, output) in this.futures.iter_mut().zip(this.outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(this.outputs.iter_mut().filter_map(Option::take).collect())
+    }
 }
 
 /// The log entry for a transition (`None` for those not logged).
 fn entry_of<S: Saga>(
     id: SagaId,
     kind: &EventKind<'_>,
-    state: &S::State,
-    step: usize,
+    output: Option<&S::StepOutput>,
 ) -> Result<Option<Entry>, Error> {
     Ok(Some(match *kind {
         EventKind::Started => return Ok(None),
@@ -568,12 +667,14 @@ fn entry_of<S: Saga>(
         } => Entry::StepSucceeded {
             step: name.to_string(),
             attempt,
-            output: S::__encode_output(state, step).map_err(|e| {
-                Error::Store(StoreError::Encode {
-                    saga: id,
-                    message: format!("the output of step `{name}`: {e}"),
-                })
-            })?,
+            output: output
+                .map_or(Ok(serde_json::Value::Null), S::__encode_step_output)
+                .map_err(|e| {
+                    Error::Store(StoreError::Encode {
+                        saga: id,
+                        message: format!("the output of step `{name}`: {e}"),
+                    })
+                })?,
         },
         EventKind::StepFailed {
             step,
@@ -639,9 +740,9 @@ fn failure(
 /// permanent error so that a panicking step rolls the saga back instead of
 /// abandoning it. The timer is boxed, and only made when the policy has a
 /// timeout, so the saga's future stays small.
-fn guarded<F>(policy: &RetryPolicy, call: F) -> Guarded<F>
+fn guarded<F, T>(policy: &RetryPolicy, call: F) -> Guarded<F>
 where
-    F: Future<Output = Result<(), StepError>>,
+    F: Future<Output = Result<T, StepError>>,
 {
     Guarded {
         inner: call,
@@ -660,8 +761,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: Future<Output = Result<(), StepError>>> Future for Guarded<F> {
-    type Output = Result<(), StepError>;
+impl<F: Future<Output = Result<T, StepError>>, T> Future for Guarded<F> {
+    type Output = Result<T, StepError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

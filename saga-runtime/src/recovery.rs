@@ -165,7 +165,7 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
         next_seq = record.seq + 1;
     }
 
-    let completed = steps.iter().position(|s| !s.completed).unwrap_or(n);
+    let next = steps.iter().position(|s| !s.completed).unwrap_or(n);
     let failure = |i: usize, phase: Phase, attempts: u32| {
         let step = &def.steps()[i];
         let (error, retryable) = steps[i].last_error.clone().unwrap_or_default();
@@ -183,8 +183,10 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
     };
     let position = match cause {
         Some(cause) => {
-            let next = (0..completed).rev().find(|&i| {
-                def.steps()[i].kind() == StepKind::Compensatable && !steps[i].compensated
+            let next = (0..n).rev().find(|&i| {
+                steps[i].completed
+                    && def.steps()[i].kind() == StepKind::Compensatable
+                    && !steps[i].compensated
             });
             let (attempt, gave_up) =
                 match next.and_then(|i| steps[i].compensation_failed.map(|f| (i, f))) {
@@ -195,27 +197,30 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
                     None => (1, None),
                 };
             Position::Rollback(Box::new(RollbackAt {
-                completed,
                 compensated: steps.iter().map(|s| s.compensated).collect(),
                 cause,
                 attempt,
                 gave_up,
             }))
         }
-        None => match steps.get(completed).and_then(|s| s.failed) {
-            Some((attempt, true)) => Position::Failed(Box::new((
-                completed,
-                failure(completed, Phase::Forward, attempt),
-            ))),
-            Some((attempt, false)) => Position::Forward {
-                next: completed,
-                attempt: attempt + 1,
-            },
-            None => Position::Forward {
-                next: completed,
-                attempt: 1,
-            },
-        },
+        None => {
+            // A step that gave up (in a concurrent group it need not be the
+            // first unfinished one) decides; otherwise the first unfinished
+            // step goes on from its last failed attempt.
+            let gave_up =
+                (0..n).find(|&j| !steps[j].completed && matches!(steps[j].failed, Some((_, true))));
+            match (gave_up, steps.get(next).and_then(|s| s.failed)) {
+                (Some(j), _) => {
+                    let attempts = steps[j].failed.map_or(1, |(a, _)| a);
+                    Position::Failed(Box::new((j, failure(j, Phase::Forward, attempts))))
+                }
+                (None, Some((attempt, _))) => Position::Forward {
+                    next,
+                    attempt: attempt + 1,
+                },
+                (None, None) => Position::Forward { next, attempt: 1 },
+            }
+        }
     };
     Ok(Replayed {
         id,

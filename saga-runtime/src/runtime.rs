@@ -520,7 +520,9 @@ impl<S: Saga> Resumable for Registered<S> {
         }
         let replayed = recovery::replay::<S>(stored)?;
         match replayed.position {
-            Position::Rollback(at) if i < at.completed && !at.compensated[i] => Ok(()),
+            Position::Rollback(at) if S::__has_output(&replayed.state, i) && !at.compensated[i] => {
+                Ok(())
+            }
             Position::Rollback(_) => Err(cannot("it did not complete, or is already compensated")),
             _ => Err(cannot("the saga is not rolling back")),
         }

@@ -40,16 +40,30 @@ pub trait Saga: Send + Sync + Sized + 'static {
     /// The saga's static description.
     fn definition() -> &'static Definition;
 
-    /// Runs step `step` once, storing its output in `state`. Panics if a
+    /// One step's output on its way into the state (a generated enum with a
+    /// variant per step).
+    #[doc(hidden)]
+    type StepOutput: Send + 'static;
+
+    /// Runs step `step` once, reading its dependencies' outputs from
+    /// `state` (shared, so independent steps can run at once). Panics if a
     /// dependency's output is missing (the executor never lets that happen).
     #[doc(hidden)]
     fn __run_step<'a>(
         &'a self,
         step: usize,
         input: &'a Self::Input,
-        state: &'a mut Self::State,
+        state: &'a Self::State,
         cx: &'a StepContext,
-    ) -> impl Future<Output = Result<(), StepError>> + Send + 'a;
+    ) -> impl Future<Output = Result<Self::StepOutput, StepError>> + Send + 'a;
+
+    /// Stores a step's output in the state.
+    #[doc(hidden)]
+    fn __store(state: &mut Self::State, output: Self::StepOutput);
+
+    /// Whether step `step` has completed (its output is in the state).
+    #[doc(hidden)]
+    fn __has_output(state: &Self::State, step: usize) -> bool;
 
     /// Runs the compensation of step `step` once, reading its output from
     /// `state` without consuming it (a failed attempt is retried).
@@ -66,11 +80,10 @@ pub trait Saga: Send + Sync + Sized + 'static {
     #[doc(hidden)]
     fn __outputs(state: Self::State) -> Self::Outputs;
 
-    /// Serializes step `step`'s output, for the durable log.
+    /// Serializes a step's output, for the durable log.
     #[doc(hidden)]
-    fn __encode_output(
-        state: &Self::State,
-        step: usize,
+    fn __encode_step_output(
+        output: &Self::StepOutput,
     ) -> Result<serde_json::Value, serde_json::Error>;
 
     /// Restores step `step`'s output from the durable log.
