@@ -3,7 +3,7 @@
 //! recovers it, and checks an invariant of yours after each.
 //!
 //! Fault injection and the idempotency check live in
-//! [`SagaOptions`](crate::SagaOptions) and [`Faults`](crate::Faults).
+//! [`SagaOptions`] and [`Faults`](crate::Faults).
 
 use std::fmt;
 use std::future::Future;
