@@ -95,3 +95,123 @@ async fn a_definite_error_still_ends_the_retries_at_the_policy() {
     }
     assert!(saga.applied.lock().unwrap().is_empty());
 }
+
+/// A service that applies its effect on the first call and loses the
+/// reply, then is unavailable for a while: the unavailability says nothing
+/// about the first call, so the step must not give up on it.
+pub struct FlakyAfterEffect {
+    unavailable_calls: u32,
+    calls: Mutex<u32>,
+    applied: Mutex<Vec<String>>,
+    released: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("service unavailable")]
+pub struct Unavailable;
+
+#[saga(input = ())]
+impl FlakyAfterEffect {
+    #[step(compensate = release, retry(attempts = 2, backoff = fixed("10ms"), timeout = "100ms"))]
+    async fn hold(&self, cx: &StepContext) -> Result<String, StepError> {
+        let key = cx.idempotency_key().to_string();
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if call == 1 {
+            self.applied.lock().unwrap().push(key.clone());
+            tokio::time::sleep(Duration::from_secs(1)).await; // the reply is lost
+        } else if call <= 1 + self.unavailable_calls {
+            return Err(saga::retryable(Unavailable));
+        }
+        Ok(key)
+    }
+    async fn release(&self, hold: &str) -> Result<(), StepError> {
+        self.released.lock().unwrap().push(hold.to_string());
+        Ok(())
+    }
+
+    #[step(pivot)]
+    async fn capture(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_error_after_a_lost_reply_does_not_end_the_retries() {
+    let saga = Arc::new(FlakyAfterEffect {
+        unavailable_calls: 4,
+        calls: Mutex::new(0),
+        applied: Mutex::new(Vec::new()),
+        released: Mutex::new(Vec::new()),
+    });
+    let runtime = Runtime::builder().build().await.unwrap();
+    runtime.register(Arc::clone(&saga));
+    let outcome = runtime.run::<FlakyAfterEffect>(()).await.unwrap();
+    let outputs = outcome
+        .completed()
+        .expect("completed once the service answered");
+    assert_eq!(
+        *saga.calls.lock().unwrap(),
+        6,
+        "1 lost reply, 4 unavailable, 1 answer"
+    );
+    assert_eq!(*saga.applied.lock().unwrap(), [outputs.hold]);
+    assert!(saga.released.lock().unwrap().is_empty());
+}
+
+/// Recovery: an attempt running when the process stopped may have taken
+/// effect, so after the crash the step is retried until it answers, past
+/// its single attempt, even while the service is unavailable.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_cut_off_by_a_crash_is_retried_until_it_answers() {
+    use saga::store::MemoryStore;
+    use saga::testing::{CrashPoint, CrashingStore};
+
+    let fresh = |unavailable_calls| {
+        Arc::new(FlakyAfterEffect {
+            unavailable_calls,
+            calls: Mutex::new(0),
+            applied: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
+        })
+    };
+    // created (0), hold started (1), hold succeeded (2): crash before 2, so
+    // the effect happened and its record is lost.
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(2));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let before = fresh(0);
+    first.register(Arc::clone(&before));
+    let options = SagaOptions::new().retry("hold", saga::RetryPolicy::attempts(1));
+    let handle = first
+        .start_with::<FlakyAfterEffect>((), options)
+        .await
+        .unwrap();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    assert_eq!(before.applied.lock().unwrap().len(), 1);
+
+    // After the restart the service is unavailable three times, then
+    // answers (its journal knows the key).
+    let after = fresh(3);
+    *after.calls.lock().unwrap() = 1;
+    let second = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    second.register(Arc::clone(&after));
+    let report = second.recover().await.unwrap();
+    assert_eq!((report.completed, report.compensated), (1, 0), "{report:?}");
+    assert_eq!(*after.calls.lock().unwrap(), 1 + 3 + 1);
+    assert!(after.released.lock().unwrap().is_empty());
+}

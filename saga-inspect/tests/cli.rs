@@ -80,6 +80,7 @@ async fn write_log(db: &Path) -> (SagaId, SagaId) {
             error: "bank B unavailable".into(),
             retryable: true,
             will_retry: false,
+            outcome_unknown: false,
         },
         Entry::RollbackStarted {
             cause: saga_runtime::log::CauseSnapshot::Cancelled,

@@ -117,11 +117,26 @@ impl<'r> Journal<'r> {
 pub(crate) enum Position {
     /// Steps `0..next` completed; step `next` runs next, from `attempt`.
     Forward { next: usize, attempt: u32 },
+    /// A recovered run goes on forward: each unfinished step from the
+    /// attempt after its last failed one, and, if an attempt of it may have
+    /// taken effect unseen (cut off by a timeout or a crash), retried until
+    /// it answers.
+    Resume(Box<ResumeAt>),
     /// Step `step` gave up but what follows was not recorded yet: roll back,
     /// or, past the pivot, become stuck.
     Failed(Box<(usize, Failure)>),
     /// Rollback was decided and is under way.
     Rollback(Box<RollbackAt>),
+}
+
+/// Where a recovered run goes on forward.
+pub(crate) struct ResumeAt {
+    /// The first step not completed.
+    pub(crate) next: usize,
+    /// Per step, the attempt to start from.
+    pub(crate) attempts: Vec<u32>,
+    /// Per step, whether an earlier attempt's outcome is unknown.
+    pub(crate) unknown: Vec<bool>,
 }
 
 /// Where a recovered rollback stands.
@@ -173,8 +188,15 @@ impl<S: Saga> Run<'_, S> {
         position: Position,
     ) -> Result<Outcome<S::Outputs>, Error> {
         let def = S::definition();
+        let mut resume = None;
         let (first, mut attempt) = match position {
             Position::Forward { next, attempt } => (next, attempt),
+            Position::Resume(at) => {
+                let next = at.next;
+                let attempt = at.attempts.get(next).copied().unwrap_or(1);
+                resume = Some(at);
+                (next, attempt)
+            }
             Position::Failed(failed) => {
                 let (step, failure) = *failed;
                 let cause = Cause::StepFailed(failure.clone());
@@ -221,10 +243,22 @@ impl<S: Saga> Run<'_, S> {
             if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
                 return Box::pin(self.roll_back(&state, cause, Vec::new(), 1, true)).await;
             }
-            let attempt_of = |j: usize| if j == first { attempt } else { 1 };
+            let attempt_of = |j: usize| match &resume {
+                Some(at) => at.attempts.get(j).copied().unwrap_or(1),
+                None if j == first => attempt,
+                None => 1,
+            };
+            let unknown_of = |j: usize| {
+                resume
+                    .as_ref()
+                    .is_some_and(|at| at.unknown.get(j).copied().unwrap_or(false))
+            };
             let stop = if end - i == 1 {
                 // One step: awaited in place, no allocation.
-                match self.forward(i, &state, past_pivot, attempt_of(i)).await {
+                match self
+                    .forward(i, &state, past_pivot, attempt_of(i), unknown_of(i))
+                    .await
+                {
                     Ok(output) => {
                         S::__store(&mut state, output);
                         None
@@ -232,7 +266,9 @@ impl<S: Saga> Run<'_, S> {
                     Err(stop) => Some(stop),
                 }
             } else {
-                Box::pin(self.forward_group(i..end, &mut state, past_pivot, attempt_of)).await
+                let group =
+                    self.forward_group(i..end, &mut state, past_pivot, attempt_of, unknown_of);
+                Box::pin(group).await
             };
             match stop {
                 None => {}
@@ -253,6 +289,7 @@ impl<S: Saga> Run<'_, S> {
             }
             past_pivot |= steps[i..end].iter().any(|s| s.kind() == StepKind::Pivot);
             attempt = 1;
+            resume = None;
             i = end;
         }
         note!(self, EventKind::Completed, &state, 0);
@@ -269,12 +306,16 @@ impl<S: Saga> Run<'_, S> {
         state: &mut S::State,
         past_pivot: bool,
         attempt_of: impl Fn(usize) -> u32,
+        unknown_of: impl Fn(usize) -> bool,
     ) -> Option<Stop> {
         let results = {
             let shared: &S::State = state;
             let runs = steps
                 .filter(|&j| !S::__has_output(shared, j))
-                .map(|j| Box::pin(self.forward(j, shared, past_pivot, attempt_of(j))))
+                .map(|j| {
+                    let run = self.forward(j, shared, past_pivot, attempt_of(j), unknown_of(j));
+                    Box::pin(run)
+                })
                 .collect();
             JoinAll::new(runs).await
         };
@@ -290,13 +331,15 @@ impl<S: Saga> Run<'_, S> {
         first_stop
     }
 
-    /// Runs step `i` with its retry policy, from attempt `attempt`.
+    /// Runs step `i` with its retry policy, from attempt `attempt`;
+    /// `unknown` says an earlier attempt may have taken effect unseen.
     async fn forward(
         &self,
         i: usize,
         state: &S::State,
         past_pivot: bool,
         mut attempt: u32,
+        mut unknown: bool,
     ) -> Result<S::StepOutput, Stop> {
         let def = S::definition();
         let name = def.steps()[i].name();
@@ -334,16 +377,20 @@ impl<S: Saga> Run<'_, S> {
                 }
                 Err(error) => error,
             };
-            // An attempt cut off by its timeout may have taken effect: its
-            // outcome is unknown, and rolling back now could orphan that
-            // effect (its compensation needs the output). So a step that
-            // changes things is retried, under the same idempotency key and
-            // past its attempts, until it answers; cancellation and the
-            // deadline wait for that answer too.
-            let unknown =
-                error.is_timeout() && !past_pivot && def.steps()[i].kind() != StepKind::Readonly;
+            // An attempt cut off by its timeout (or by a crash) may have
+            // taken effect: its outcome is unknown, and rolling back could
+            // orphan that effect (its compensation needs the output). A later
+            // retryable error (the service was unavailable, say) says nothing
+            // about it. So a step that changes things is retried, under the
+            // same idempotency key and past its attempts, until it succeeds
+            // or refuses for good; cancellation and the deadline wait too.
+            unknown |= error.is_timeout();
+            let unresolved = unknown
+                && error.is_retryable()
+                && !past_pivot
+                && def.steps()[i].kind() != StepKind::Readonly;
             let exhausted = !policy.allows_attempt(attempt + 1);
-            let will_retry = error.is_retryable() && (!exhausted || unknown);
+            let will_retry = error.is_retryable() && (!exhausted || unresolved);
             tracing::warn!(parent: &span, error = %error, will_retry, "step failed");
             let failed = EventKind::StepFailed {
                 step: name,
@@ -369,7 +416,7 @@ impl<S: Saga> Run<'_, S> {
             let delay = backoff.delay(attempt, self.id.entropy());
             // Boxed: retries are the cold path, and timers are large; the
             // happy path's future stays small.
-            let interruptible = !(past_pivot || unknown);
+            let interruptible = !(past_pivot || unresolved);
             if let Some(cause) = Box::pin(self.wait(delay, interruptible)).await {
                 return Err(Stop::Interrupted(cause));
             }
@@ -687,6 +734,7 @@ fn entry_of<S: Saga>(
             error: error.chain_string(),
             retryable: error.is_retryable(),
             will_retry,
+            outcome_unknown: error.is_timeout(),
         },
         EventKind::RollbackStarted { cause } => Entry::RollbackStarted {
             cause: CauseSnapshot::of(cause),

@@ -94,6 +94,10 @@ pub enum Entry {
         retryable: bool,
         /// Whether another attempt follows.
         will_retry: bool,
+        /// The attempt was cut off by its timeout, so it may have taken
+        /// effect: the step is retried until it answers.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        outcome_unknown: bool,
     },
     /// The decision to roll back; durable before any compensation runs.
     RollbackStarted {

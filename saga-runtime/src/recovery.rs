@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::executor::{Position, RollbackAt};
+use crate::executor::{Position, ResumeAt, RollbackAt};
 use crate::log::Entry;
 use crate::store::StoredSaga;
 use crate::{Error, Failure, Phase, Saga, SagaId, StepKind};
@@ -35,6 +35,11 @@ struct StepLog {
     compensation_failed: Option<(u32, bool)>,
     /// The last error of either, for a report.
     last_error: Option<(String, bool)>,
+    /// The last attempt of the step that started.
+    started: u32,
+    /// An attempt may have taken effect unseen: it timed out, or it was
+    /// running when the process stopped.
+    unknown: bool,
 }
 
 pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error> {
@@ -105,7 +110,11 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             Entry::Created { .. } => {
                 return Err(damaged(record.seq, "a second `created` record".into()));
             }
-            Entry::StepStarted { step, .. } | Entry::CompensationStarted { step, .. } => {
+            Entry::StepStarted { step, attempt } => {
+                let i = step_of(&step)?;
+                steps[i].started = steps[i].started.max(attempt);
+            }
+            Entry::CompensationStarted { step, .. } => {
                 step_of(&step)?;
             }
             Entry::StepSucceeded { step, output, .. } => {
@@ -124,10 +133,12 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
                 error,
                 retryable,
                 will_retry,
+                outcome_unknown,
             } => {
                 let i = step_of(&step)?;
                 steps[i].failed = Some((attempt, !will_retry));
                 steps[i].last_error = Some((error, retryable));
+                steps[i].unknown |= outcome_unknown;
             }
             Entry::RollbackStarted { cause: c } => {
                 cause = Some(c.restore(def).ok_or_else(|| {
@@ -209,16 +220,27 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             // step goes on from its last failed attempt.
             let gave_up =
                 (0..n).find(|&j| !steps[j].completed && matches!(steps[j].failed, Some((_, true))));
-            match (gave_up, steps.get(next).and_then(|s| s.failed)) {
-                (Some(j), _) => {
+            match gave_up {
+                Some(j) => {
                     let attempts = steps[j].failed.map_or(1, |(a, _)| a);
                     Position::Failed(Box::new((j, failure(j, Phase::Forward, attempts))))
                 }
-                (None, Some((attempt, _))) => Position::Forward {
-                    next,
-                    attempt: attempt + 1,
-                },
-                (None, None) => Position::Forward { next, attempt: 1 },
+                None => {
+                    // An attempt started and never reported ran into the
+                    // crash: it may have taken effect.
+                    for s in &mut steps {
+                        let last_failed = s.failed.map_or(0, |(a, _)| a);
+                        s.unknown |= !s.completed && s.started > last_failed;
+                    }
+                    Position::Resume(Box::new(ResumeAt {
+                        next,
+                        attempts: steps
+                            .iter()
+                            .map(|s| s.failed.map_or(1, |(a, _)| a + 1))
+                            .collect(),
+                        unknown: steps.iter().map(|s| s.unknown).collect(),
+                    }))
+                }
             }
         }
     };
