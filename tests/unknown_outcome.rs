@@ -108,6 +108,7 @@ pub struct FlakyAfterEffect {
 
 #[derive(Debug, thiserror::Error)]
 #[error("service unavailable")]
+/// The service did not answer.
 pub struct Unavailable;
 
 #[saga(input = ())]
