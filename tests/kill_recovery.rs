@@ -128,21 +128,25 @@ pub struct World {
 
 impl World {
     fn open(path: &Path) -> Result<World, rusqlite::Error> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS balances (account INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS journal (key TEXT PRIMARY KEY, saga TEXT NOT NULL, op TEXT NOT NULL, amount INTEGER NOT NULL);",
         )?;
-        let count: i64 = conn.query_row("SELECT COUNT(*) FROM balances", [], |r| r.get(0))?;
+        // One transaction: a worker killed while opening the accounts must
+        // leave all of them or none.
+        let tx = conn.transaction()?;
+        let count: i64 = tx.query_row("SELECT COUNT(*) FROM balances", [], |r| r.get(0))?;
         if count == 0 {
             for account in 0..ACCOUNTS {
-                conn.execute(
+                tx.execute(
                     "INSERT INTO balances (account, balance) VALUES (?1, ?2)",
                     params![account, OPENING],
                 )?;
             }
         }
+        tx.commit()?;
         Ok(World {
             conn: Mutex::new(conn),
         })
