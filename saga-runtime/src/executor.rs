@@ -29,11 +29,11 @@ use crate::{
 /// before the run goes on, waits until it is durable. A macro rather than an
 /// `async fn` so that the in-memory path adds no state to the saga's future.
 macro_rules! note {
-    ($run:expr, $kind:expr, $state:expr, $step:expr) => {
-        note!($run, $kind, $state, $step, None)
+    ($run:expr, $kind:expr) => {
+        note!($run, $kind, None)
     };
-    ($run:expr, $kind:expr, $state:expr, $step:expr, $output:expr) => {
-        if let Some(durable) = $run.record($kind, $state, $step, $output)? {
+    ($run:expr, $kind:expr, $output:expr) => {
+        if let Some(durable) = $run.record($kind, $output)? {
             durable.await.map_err(Error::Store)?;
         }
     };
@@ -204,7 +204,7 @@ impl<S: Saga> Run<'_, S> {
                     .iter()
                     .any(|s| s.kind() == StepKind::Pivot)
                 {
-                    return Box::pin(self.stuck(&state, cause, Vec::new(), failure)).await;
+                    return Box::pin(self.stuck(cause, Vec::new(), failure)).await;
                 }
                 let undo = self.roll_back(&state, cause, Vec::new(), 1, true);
                 return Box::pin(undo).await;
@@ -218,14 +218,14 @@ impl<S: Saga> Run<'_, S> {
                 } = *at;
                 if let Some(failure) = gave_up {
                     let done = names_of(def, &compensated);
-                    return Box::pin(self.stuck(&state, cause, done, failure)).await;
+                    return Box::pin(self.stuck(cause, done, failure)).await;
                 }
                 let undo = self.roll_back(&state, cause, compensated, attempt, false);
                 return Box::pin(undo).await;
             }
         };
         if first == 0 {
-            note!(self, EventKind::Started, &state, 0);
+            note!(self, EventKind::Started);
         }
         let steps = def.steps();
         let mut past_pivot = steps[..first].iter().any(|s| s.kind() == StepKind::Pivot);
@@ -275,7 +275,7 @@ impl<S: Saga> Run<'_, S> {
                 Some(Stop::Journal(e)) => return Err(e),
                 Some(Stop::Failed(failure)) if past_pivot => {
                     let cause = Cause::StepFailed(failure.clone());
-                    return Box::pin(self.stuck(&state, cause, Vec::new(), failure)).await;
+                    return Box::pin(self.stuck(cause, Vec::new(), failure)).await;
                 }
                 Some(Stop::Failed(failure)) => {
                     let cause = Cause::StepFailed(failure);
@@ -292,7 +292,7 @@ impl<S: Saga> Run<'_, S> {
             resume = None;
             i = end;
         }
-        note!(self, EventKind::Completed, &state, 0);
+        note!(self, EventKind::Completed);
         Ok(Outcome::Completed(S::__outputs(state)))
     }
 
@@ -349,7 +349,7 @@ impl<S: Saga> Run<'_, S> {
                 step: name,
                 attempt,
             };
-            note!(self, started, state, i);
+            note!(self, started);
             let span = tracing::debug_span!("step", step = name, attempt);
             let result = match self.plan.fault(i, Phase::Forward, attempt) {
                 Some(injected) => Err(injected),
@@ -372,7 +372,7 @@ impl<S: Saga> Run<'_, S> {
                         step: name,
                         attempt,
                     };
-                    note!(self, succeeded, state, i, Some(&output));
+                    note!(self, succeeded, Some(&output));
                     return Ok(output);
                 }
                 Err(error) => error,
@@ -398,7 +398,7 @@ impl<S: Saga> Run<'_, S> {
                 error: &error,
                 will_retry,
             };
-            note!(self, failed, state, i);
+            note!(self, failed);
             if !will_retry {
                 return Err(Stop::Failed(failure(
                     name,
@@ -438,7 +438,7 @@ impl<S: Saga> Run<'_, S> {
         let def = S::definition();
         if decide {
             tracing::info!(%cause, "rolling back");
-            note!(self, EventKind::RollbackStarted { cause: &cause }, state, 0);
+            note!(self, EventKind::RollbackStarted { cause: &cause });
         }
         let mut compensated = names_of(def, &done);
         for (i, step) in def.steps().iter().enumerate().rev() {
@@ -449,14 +449,14 @@ impl<S: Saga> Run<'_, S> {
             match self.compensate(i, state, attempt).await {
                 Ok(()) => compensated.push(step.name()),
                 Err(Stop::Failed(failure)) => {
-                    return self.stuck(state, cause, compensated, failure).await;
+                    return self.stuck(cause, compensated, failure).await;
                 }
                 Err(Stop::Journal(e)) => return Err(e),
                 Err(Stop::Interrupted(_)) => unreachable!("compensations are never interrupted"),
             }
             attempt = 1;
         }
-        note!(self, EventKind::Compensated, state, 0);
+        note!(self, EventKind::Compensated);
         Ok(Outcome::Compensated(Report {
             saga_id: self.id,
             saga: def.name(),
@@ -478,7 +478,7 @@ impl<S: Saga> Run<'_, S> {
                 step: name,
                 attempt,
             };
-            note!(self, started, state, i);
+            note!(self, started);
             let span = tracing::debug_span!("compensation", step = name, attempt);
             let result = match self.plan.fault(i, Phase::Compensation, attempt) {
                 Some(injected) => Err(injected),
@@ -502,7 +502,7 @@ impl<S: Saga> Run<'_, S> {
                         step: name,
                         attempt,
                     };
-                    note!(self, succeeded, state, i);
+                    note!(self, succeeded);
                     return Ok(());
                 }
                 Err(error) => error,
@@ -515,7 +515,7 @@ impl<S: Saga> Run<'_, S> {
                 error: &error,
                 will_retry,
             };
-            note!(self, failed, state, i);
+            note!(self, failed);
             if !will_retry {
                 return Err(Stop::Failed(failure(
                     name,
@@ -533,13 +533,12 @@ impl<S: Saga> Run<'_, S> {
 
     async fn stuck(
         &self,
-        state: &S::State,
         cause: Cause,
         compensated: Vec<&'static str>,
         failure: Failure,
     ) -> Result<Outcome<S::Outputs>, Error> {
         tracing::error!(%failure, "saga stuck");
-        note!(self, EventKind::Stuck { failure: &failure }, state, 0);
+        note!(self, EventKind::Stuck { failure: &failure });
         Ok(Outcome::Stuck(Report {
             saga_id: self.id,
             saga: S::definition().name(),
@@ -602,13 +601,11 @@ impl<S: Saga> Run<'_, S> {
     /// Records a transition: tells the listener and, with a store, appends
     /// the log entry; returns what to wait for before the run may act on it
     /// (see [`note!`]). Synchronous, so the entry never lives in the saga's
-    /// future, which stays small for the in-memory path. `step` indexes the
-    /// output to log with `StepSucceeded`.
+    /// future, which stays small for the in-memory path. `output` is the
+    /// step's output, logged with `StepSucceeded`.
     fn record(
         &self,
         kind: EventKind<'_>,
-        state: &S::State,
-        step: usize,
         output: Option<&S::StepOutput>,
     ) -> Result<Option<BoxFuture<'_, Result<(), StoreError>>>, Error> {
         if let Some(listener) = self.listener {
@@ -621,7 +618,6 @@ impl<S: Saga> Run<'_, S> {
         let Some(journal) = &self.journal else {
             return Ok(None);
         };
-        let _ = (state, step);
         let Some(entry) = entry_of::<S>(self.id, &kind, output)? else {
             return Ok(None);
         };
