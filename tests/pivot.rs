@@ -79,7 +79,7 @@ impl Payment {
         Ok(())
     }
 
-    #[step(readonly, retry(backoff = none))]
+    #[step(readonly, retry(backoff = fixed("10s")))]
     async fn audit(&self, input: &Plan, cx: &StepContext) -> Result<(), StepError> {
         self.calls.push("audit");
         if cx.attempt() <= input.audit_fails {

@@ -527,8 +527,7 @@ impl Ledger {
 async fn a_classify_impl_decides_what_is_retried() {
     let saga = Arc::new(Ledger::default());
     let runtime = runtime_with(&saga).await;
-    let outcome = runtime
-        .run::<Ledger>(LedgerError::Unavailable)
+    let outcome = within_a_day(runtime.run::<Ledger>(LedgerError::Unavailable))
         .await
         .unwrap();
     assert_eq!(saga.attempts.of("debit"), [1, 2, 3, 4]);
@@ -538,8 +537,7 @@ async fn a_classify_impl_decides_what_is_retried() {
 
     let saga = Arc::new(Ledger::default());
     let runtime = runtime_with(&saga).await;
-    let outcome = runtime
-        .run::<Ledger>(LedgerError::Insufficient)
+    let outcome = within_a_day(runtime.run::<Ledger>(LedgerError::Insufficient))
         .await
         .unwrap();
     assert_eq!(saga.attempts.of("debit"), [1]);
@@ -587,8 +585,7 @@ impl Aliased {
 async fn a_classify_impl_is_honoured_through_a_result_alias_and_in_compensations() {
     let saga = Arc::new(Aliased::default());
     let runtime = runtime_with(&saga).await;
-    let outcome = runtime
-        .run::<Aliased>(LedgerError::Insufficient)
+    let outcome = within_a_day(runtime.run::<Aliased>(LedgerError::Insufficient))
         .await
         .unwrap();
     assert_eq!(
@@ -612,8 +609,7 @@ async fn a_classify_impl_is_honoured_through_a_result_alias_and_in_compensations
 
     let saga = Arc::new(Aliased::default());
     let runtime = runtime_with(&saga).await;
-    let outcome = runtime
-        .run::<Aliased>(LedgerError::Unavailable)
+    let outcome = within_a_day(runtime.run::<Aliased>(LedgerError::Unavailable))
         .await
         .unwrap();
     assert_eq!(saga.attempts.of("commit"), [1, 2, 3, 4]);
