@@ -139,6 +139,46 @@ async fn recovery_runs_sagas_concurrently_within_the_limit() {
 }
 
 #[tokio::test]
+async fn recovery_reads_a_large_log_page_by_page() {
+    let store = MemoryStore::new();
+    // A limit of 8 reads pages of 64 sagas: this log takes three.
+    crashed_mid_step(store.clone(), 150).await;
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let report = runtime.recover().await.unwrap();
+    assert_eq!((report.completed, report.failed.len()), (150, 0));
+    assert_eq!(saga.keys.lock().unwrap().len(), 150);
+    assert!(store.unfinished().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn recovery_leaves_alone_the_sagas_this_runtime_is_running() {
+    let store = MemoryStore::new();
+    let saga = Gated::new(false);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let handle = runtime.start::<Gated>(7).await.unwrap();
+    while saga.running.load(Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    // Its log says `running`, like a crashed saga's; recovery must not
+    // start its step a second time (that run would wait at the gate too).
+    let recovered = tokio::time::timeout(std::time::Duration::from_secs(5), runtime.recover())
+        .await
+        .expect("recovery waited for a saga it should have left alone")
+        .unwrap();
+    assert_eq!((recovered.resumed(), recovered.failed.len()), (0, 0));
+    // Nor may an operator resume or mark it.
+    let resumed = runtime.resume(handle.id()).await;
+    assert!(
+        matches!(resumed, Err(Error::NotStuck { .. })),
+        "{resumed:?}"
+    );
+    saga.gate.close();
+    assert!(handle.outcome().await.unwrap().is_completed());
+    assert_eq!(saga.keys.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_damaged_record_fails_only_its_saga_and_names_it() {
     let store = MemoryStore::new();
     let ids = crashed_mid_step(store.clone(), 3).await;

@@ -275,8 +275,12 @@ impl Store for CrashAfter {
     fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {
         self.inner.load(id)
     }
-    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
-        self.inner.unfinished()
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        self.inner.unfinished_page(after, limit)
     }
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         self.inner.list(filter)

@@ -372,7 +372,16 @@ impl<S: Saga> Run<'_, S> {
                         step: name,
                         attempt,
                     };
-                    note!(self, succeeded, Some(&output));
+                    let durable = self.record(succeeded, Some(&output))?;
+                    // After the saga's last step, the `Completed` record
+                    // (or, if a concurrent member failed, the rollback
+                    // decision) is appended and waited for before anything
+                    // acts on this output; stores order appends, so that
+                    // wait makes the output durable too, one commit sooner.
+                    let last = i + 1 == def.steps().len();
+                    if let Some(durable) = durable.filter(|_| !last) {
+                        durable.await.map_err(Error::Store)?;
+                    }
                     return Ok(output);
                 }
                 Err(error) => error,

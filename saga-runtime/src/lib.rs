@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod executor;
 pub mod inspect;
+mod live;
 pub mod log;
 mod options;
 mod outcome;

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
+
 use crate::executor::{Position, ResumeAt, RollbackAt};
 use crate::log::Entry;
 use crate::store::StoredSaga;
@@ -22,6 +24,17 @@ pub(crate) struct Replayed<S: Saga> {
     pub(crate) stuck: bool,
     /// The log ends with the saga finished.
     pub(crate) finished: bool,
+}
+
+/// What resuming needs of a `created` record. Decoded as a plain struct,
+/// it skips the definition snapshot (most of the record) without building
+/// it, and without the buffering an internally tagged [`Entry`] needs.
+#[derive(Deserialize)]
+struct CreatedHead {
+    event: String,
+    saga: String,
+    fingerprint: u64,
+    input: serde_json::Value,
 }
 
 /// What the log says of one step.
@@ -50,26 +63,26 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
     let Some(first) = records.next() else {
         return Err(damaged(0, "the log is empty".into()));
     };
-    let (input, logged) = match first.decode() {
-        Ok(Entry::Created {
-            saga,
-            fingerprint,
-            input,
-            ..
-        }) => {
-            if saga != def.name() {
-                return Err(Error::UnknownSaga { id, name: saga });
-            }
-            (input, fingerprint)
+    let head = match serde_json::from_str::<CreatedHead>(&first.body) {
+        Ok(head) if head.event == "created" => head,
+        // Not a `created` record: say what it is, if it is anything.
+        head => {
+            let message = match (first.decode(), head) {
+                (Ok(Entry::Created { .. }), Err(e)) | (Err(e), _) => e.to_string(),
+                (Ok(other), _) => {
+                    format!("the first record is `{}`, not `created`", other.name())
+                }
+            };
+            return Err(damaged(first.seq, message));
         }
-        Ok(other) => {
-            return Err(damaged(
-                first.seq,
-                format!("the first record is `{}`, not `created`", other.name()),
-            ));
-        }
-        Err(e) => return Err(damaged(first.seq, e.to_string())),
     };
+    if head.saga != def.name() {
+        return Err(Error::UnknownSaga {
+            id,
+            name: head.saga,
+        });
+    }
+    let (input, logged) = (head.input, head.fingerprint);
     if logged != def.fingerprint() {
         return Err(Error::DefinitionChanged {
             id,

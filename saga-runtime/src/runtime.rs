@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::executor::{CancelSignal, Journal, Position, Run};
+use crate::live::{Claim, LiveSet};
 use crate::log::{DefinitionSnapshot, Entry, Record, SagaState};
 use crate::options::Plan;
 use crate::recovery::{self, Replayed};
@@ -52,6 +53,7 @@ struct Inner {
     listener: Option<Arc<dyn Listener>>,
     store: Option<Arc<dyn Store>>,
     recovery_concurrency: usize,
+    live: LiveSet,
 }
 
 #[derive(Default)]
@@ -122,6 +124,7 @@ impl Builder {
                 listener: self.listener,
                 store: self.store,
                 recovery_concurrency: self.recovery_concurrency,
+                live: LiveSet::default(),
             }),
         })
     }
@@ -204,18 +207,10 @@ impl Runtime {
         let saga = self.lookup::<S>()?;
         let id = options.id.unwrap_or_default();
         let plan = options.plan(S::definition())?;
+        let claim = self.claim_new(id)?;
         self.log_created::<S>(id, &input).await?;
         let cancel = Arc::new(CancelSignal::default());
-        let task = self.spawn_run(
-            saga,
-            id,
-            input,
-            plan,
-            S::State::default(),
-            Position::FRESH,
-            1,
-            Some(Arc::clone(&cancel)),
-        );
+        let task = self.spawn_run(saga, id, input, plan, Some(Arc::clone(&cancel)), claim);
         Ok(SagaHandle { id, cancel, task })
     }
 
@@ -234,19 +229,51 @@ impl Runtime {
         let saga = self.lookup::<S>()?;
         let id = options.id.unwrap_or_default();
         let plan = options.plan(S::definition())?;
+        let _claim = self.claim_new(id)?;
         self.log_created::<S>(id, &input).await?;
+        self.run_here(&*saga, id, &input, &plan, StartAt::fresh(), None)
+            .await
+    }
+
+    /// Claims the id of a new durable saga (see [`crate::live`]); nothing
+    /// to claim without a store. An id this runtime is running already (a
+    /// caller's [`SagaOptions::id`] reused) is refused as a conflict.
+    fn claim_new(&self, id: SagaId) -> Result<Option<Claim>, Error> {
+        if self.inner.store.is_none() {
+            return Ok(None);
+        }
+        match self.inner.live.claim(id) {
+            Some(claim) => Ok(Some(claim)),
+            None => Err(StoreError::Conflict { saga: id, seq: 0 }.into()),
+        }
+    }
+
+    /// Runs saga `id` from `from` on the calling task.
+    async fn run_here<S: Saga>(
+        &self,
+        saga: &S,
+        id: SagaId,
+        input: &S::Input,
+        plan: &Plan,
+        from: StartAt<S>,
+        cancel: Option<&CancelSignal>,
+    ) -> Result<Outcome<S::Outputs>, Error> {
         let run = Run {
-            saga: &*saga,
-            input: &input,
+            saga,
+            input,
             id,
-            plan: &plan,
+            plan,
             listener: self.inner.listener.as_deref(),
-            cancel: None,
+            cancel,
             deadline: plan.deadline.map(|d| Instant::now() + d),
-            journal: self.inner.store.as_deref().map(|s| Journal::new(s, 1)),
+            journal: self
+                .inner
+                .store
+                .as_deref()
+                .map(|s| Journal::new(s, from.next_seq)),
         };
         let span = run.span();
-        run.run_from(S::State::default(), Position::FRESH)
+        run.run_from(from.state, from.position)
             .instrument(span)
             .await
     }
@@ -271,34 +298,23 @@ impl Runtime {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs a new saga on a task of its own.
     fn spawn_run<S: Saga>(
         &self,
         saga: Arc<S>,
         id: SagaId,
         input: S::Input,
         plan: Plan,
-        state: S::State,
-        position: Position,
-        next_seq: u64,
         cancel: Option<Arc<CancelSignal>>,
+        claim: Option<Claim>,
     ) -> JoinHandle<Result<Outcome<S::Outputs>, Error>> {
-        let listener = self.inner.listener.clone();
-        let store = self.inner.store.clone();
-        let deadline = plan.deadline.map(|d| Instant::now() + d);
+        let runtime = self.clone();
         tokio::spawn(async move {
-            let run = Run {
-                saga: &*saga,
-                input: &input,
-                id,
-                plan: &plan,
-                listener: listener.as_deref(),
-                cancel: cancel.as_deref(),
-                deadline,
-                journal: store.as_deref().map(|s| Journal::new(s, next_seq)),
-            };
-            let span = run.span();
-            run.run_from(state, position).instrument(span).await
+            let _claim = claim;
+            let from = StartAt::fresh();
+            runtime
+                .run_here(&*saga, id, &input, &plan, from, cancel.as_deref())
+                .await
         })
     }
 
@@ -309,45 +325,46 @@ impl Runtime {
     /// [`resume`](Self::resume)). A saga whose log is damaged, whose name is
     /// not registered, or whose definition changed is not touched: it is
     /// listed in the report's `failed`, and every other saga still recovers.
+    ///
+    /// The log is read a page at a time, the next page while the sagas of
+    /// this one run, at most [`Builder::recovery_concurrency`] at once. A
+    /// saga this runtime is running itself (started before or during
+    /// recovery) is left to that run.
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
-        let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
-        let unfinished = store.unfinished().await?;
+        let store = self.inner.store.clone().ok_or(Error::NoStore)?;
+        let limit = self.inner.recovery_concurrency;
+        // A page a little over the limit keeps every slot busy.
+        let page_size = (limit + limit / 2).clamp(64, 4096);
         let mut report = RecoveryReport::default();
-        let limit = Arc::new(tokio::sync::Semaphore::new(self.inner.recovery_concurrency));
         let mut tasks = tokio::task::JoinSet::new();
-        for stored in unfinished {
-            let id = stored.summary.id;
-            let Some(saga) = self.lookup_name(&stored.summary.name) else {
-                report.failed.push((
-                    id,
-                    Error::UnknownSaga {
-                        id,
-                        name: stored.summary.name.clone(),
-                    },
-                ));
-                continue;
-            };
-            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-                unreachable!("the semaphore is never closed")
-            };
-            let runtime = self.clone();
-            tasks.spawn(async move {
-                let result = saga.resume(runtime, stored).await;
-                drop(permit);
-                (id, result)
-            });
+        let mut reading = Some(read_page(&store, None, page_size));
+        while let Some(page) = reading.take() {
+            let page = page.await.map_err(|e| aborted(&e))??;
+            if page.len() == page_size {
+                let after = page.last().map(|s| s.summary.id);
+                reading = Some(read_page(&store, after, page_size));
+            }
+            for stored in page {
+                let id = stored.summary.id;
+                let Some(saga) = self.lookup_name(&stored.summary.name) else {
+                    let name = stored.summary.name;
+                    report.failed.push((id, Error::UnknownSaga { id, name }));
+                    continue;
+                };
+                let Some(claim) = self.inner.live.claim(id) else {
+                    continue;
+                };
+                while tasks.len() >= limit {
+                    if let Some(joined) = tasks.join_next().await {
+                        report.take(joined)?;
+                    }
+                }
+                let runtime = self.clone();
+                tasks.spawn(async move { (id, saga.resume(runtime, stored, claim).await) });
+            }
         }
         while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((_, Ok(ended))) => report.count(ended),
-                Ok((id, Err(e))) => report.failed.push((id, e)),
-                Err(e) => {
-                    return Err(Error::Aborted {
-                        id: SagaId::from(uuid::Uuid::nil()),
-                        reason: format!("a recovery task failed: {e}"),
-                    });
-                }
-            }
+            report.take(joined)?;
         }
         Ok(report)
     }
@@ -364,12 +381,16 @@ impl Runtime {
                 name: stored.summary.name.clone(),
             })?;
         let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
+        let claim = self.inner.live.claim(id).ok_or(Error::NotStuck {
+            id,
+            state: SagaState::Running.as_str(),
+        })?;
         let seq = stored.records.last().map_or(0, |r| r.seq + 1);
         store
             .append(vec![Record::new(id, seq, Entry::Resumed)])
             .await?;
         let stored = store.load(id).await?.ok_or(Error::NotFound { id })?;
-        saga.resume(self.clone(), stored).await
+        saga.resume(self.clone(), stored, claim).await
     }
 
     /// Records that an operator undid step `step` of a stuck saga by hand, so
@@ -395,13 +416,52 @@ impl Runtime {
     async fn stuck_saga(&self, id: SagaId) -> Result<StoredSaga, Error> {
         let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
         let stored = store.load(id).await?.ok_or(Error::NotFound { id })?;
-        if stored.summary.state != SagaState::Stuck {
+        // Being resumed by this runtime, it is running, whatever was read.
+        if stored.summary.state != SagaState::Stuck || self.inner.live.contains(id) {
             return Err(Error::NotStuck {
                 id,
                 state: stored.summary.state.as_str(),
             });
         }
         Ok(stored)
+    }
+}
+
+/// Reads a page of unfinished sagas on a task of its own, so that it goes
+/// on while the previous page's sagas run.
+fn read_page(
+    store: &Arc<dyn Store>,
+    after: Option<SagaId>,
+    limit: usize,
+) -> JoinHandle<Result<Vec<StoredSaga>, StoreError>> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move { store.unfinished_page(after, limit).await })
+}
+
+/// A recovery task that panicked or was cancelled.
+fn aborted(e: &tokio::task::JoinError) -> Error {
+    Error::Aborted {
+        id: SagaId::from(uuid::Uuid::nil()),
+        reason: format!("a recovery task failed: {e}"),
+    }
+}
+
+/// Where a run begins: at the first step of a new saga, or where a log
+/// left off.
+struct StartAt<S: Saga> {
+    state: S::State,
+    position: Position,
+    /// The number of the first record the run appends.
+    next_seq: u64,
+}
+
+impl<S: Saga> StartAt<S> {
+    fn fresh() -> StartAt<S> {
+        StartAt {
+            state: S::State::default(),
+            position: Position::FRESH,
+            next_seq: 1,
+        }
     }
 }
 
@@ -441,12 +501,18 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
-    fn count(&mut self, ended: Ended) {
-        match ended {
-            Ended::Completed => self.completed += 1,
-            Ended::Compensated(_) => self.compensated += 1,
-            Ended::Stuck(_) => self.stuck += 1,
+    /// Counts how one resumed saga ended.
+    fn take(
+        &mut self,
+        joined: Result<(SagaId, Result<Ended, Error>), tokio::task::JoinError>,
+    ) -> Result<(), Error> {
+        match joined.map_err(|e| aborted(&e))? {
+            (_, Ok(Ended::Completed)) => self.completed += 1,
+            (_, Ok(Ended::Compensated(_))) => self.compensated += 1,
+            (_, Ok(Ended::Stuck(_))) => self.stuck += 1,
+            (id, Err(e)) => self.failed.push((id, e)),
         }
+        Ok(())
     }
 
     /// How many sagas were resumed to an end.
@@ -457,10 +523,13 @@ impl RecoveryReport {
 
 /// A registered saga, as recovery sees it: by name, type erased.
 trait Resumable: Send + Sync {
+    /// Runs the saga of `stored` from where its log left off, on the
+    /// calling task, holding `claim` until it ends.
     fn resume(
         &self,
         runtime: Runtime,
         stored: StoredSaga,
+        claim: Claim,
     ) -> BoxFuture<'static, Result<Ended, Error>>;
     fn check_markable(&self, stored: &StoredSaga, step: &str) -> Result<(), Error>;
     fn type_id_of_saga(&self) -> TypeId;
@@ -473,6 +542,7 @@ impl<S: Saga> Resumable for Registered<S> {
         &self,
         runtime: Runtime,
         stored: StoredSaga,
+        claim: Claim,
     ) -> BoxFuture<'static, Result<Ended, Error>> {
         let saga = Arc::clone(&self.0);
         Box::pin(async move {
@@ -491,12 +561,17 @@ impl<S: Saga> Resumable for Registered<S> {
                     state: stored.summary.state.as_str(),
                 });
             }
+            drop(stored);
             let plan = SagaOptions::default().plan(S::definition())?;
-            let task = runtime.spawn_run(saga, id, input, plan, state, position, next_seq, None);
-            let outcome = task.await.map_err(|e| Error::Aborted {
-                id,
-                reason: e.to_string(),
-            })??;
+            let from = StartAt {
+                state,
+                position,
+                next_seq,
+            };
+            let outcome = runtime
+                .run_here(&*saga, id, &input, &plan, from, None)
+                .await?;
+            drop(claim);
             Ok(Ended::from(outcome))
         })
     }

@@ -117,8 +117,12 @@ impl Store for CrashingStore {
         self.inner.load(id)
     }
 
-    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
-        self.inner.unfinished()
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        self.inner.unfinished_page(after, limit)
     }
 
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {

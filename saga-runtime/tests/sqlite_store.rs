@@ -166,6 +166,126 @@ async fn an_empty_file_is_migrated_to_the_current_schema() {
 }
 
 #[tokio::test]
+async fn unfinished_sagas_are_read_a_page_at_a_time_in_id_order() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let mut running = Vec::new();
+    for i in 0..7 {
+        let id = SagaId::new();
+        store.append(vec![created(id)]).await.unwrap();
+        let started = Entry::StepStarted {
+            step: "hold".into(),
+            attempt: 1,
+        };
+        store
+            .append(vec![Record::new(id, 1, started)])
+            .await
+            .unwrap();
+        if i % 3 == 1 {
+            store
+                .append(vec![Record::new(id, 2, Entry::Completed)])
+                .await
+                .unwrap();
+        } else {
+            running.push(id);
+        }
+    }
+    running.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.unfinished_page(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        for saga in &page {
+            let seqs: Vec<u64> = saga.records.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, [0, 1], "saga {}", saga.summary.id);
+            assert_eq!(saga.summary.state, SagaState::Running);
+            seen.push(saga.summary.id);
+        }
+        match page.last() {
+            Some(last) if page.len() == 2 => after = Some(last.summary.id),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, running);
+    let all: Vec<SagaId> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.summary.id)
+        .collect();
+    assert_eq!(all, running);
+}
+
+/// A file as version 1 of the schema wrote it: records clustered by saga.
+const VERSION_1: &str = "
+    CREATE TABLE saga_schema (version INTEGER NOT NULL);
+    INSERT INTO saga_schema (version) VALUES (1);
+    CREATE TABLE sagas (
+        id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, fingerprint INTEGER NOT NULL,
+        state TEXT NOT NULL, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sagas_by_state ON sagas (state, updated_ms);
+    CREATE TABLE records (
+        saga_id TEXT NOT NULL, seq INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+        body TEXT NOT NULL, PRIMARY KEY (saga_id, seq)
+    ) WITHOUT ROWID;";
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated_with_every_record_kept() {
+    let dir = TempDir::new();
+    let id = SagaId::new();
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    conn.execute_batch(VERSION_1).unwrap();
+    conn.execute(
+        "INSERT INTO sagas VALUES (?1, 'Transfer', 7, 'running', 1000, 1001)",
+        [id.to_string()],
+    )
+    .unwrap();
+    let bodies = [
+        serde_json::to_string(&created(id).entry).unwrap(),
+        r#"{"event":"step_started","step":"hold","attempt":1}"#.to_string(),
+    ];
+    for (seq, body) in bodies.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO records VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![id.to_string(), seq as i64, 1000 + seq as i64, body],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let saga = store.load(id).await.unwrap().expect("the saga survives");
+    assert_eq!(saga.summary.state, SagaState::Running);
+    let seqs: Vec<u64> = saga.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [0, 1]);
+    assert_eq!(saga.records[1].body, bodies[1]);
+    assert_eq!(saga.records[1].at_ms, 1001);
+    // The migrated file takes appends and still refuses a duplicate record.
+    let next = Entry::StepStarted {
+        step: "hold".into(),
+        attempt: 2,
+    };
+    store
+        .append(vec![Record::new(id, 2, next.clone())])
+        .await
+        .unwrap();
+    let again = store.append(vec![Record::new(id, 2, next)]).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { seq: 2, .. })),
+        "{again:?}"
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    let version: i64 = conn
+        .query_row("SELECT version FROM saga_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
+#[tokio::test]
 async fn a_damaged_record_is_returned_undecoded_for_its_saga_alone() {
     let dir = TempDir::new();
     let store = SqliteStore::open(dir.file()).unwrap();

@@ -136,13 +136,20 @@ impl Store for MemoryStore {
         Box::pin(async move { Ok(saga) })
     }
 
-    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
-        let sagas: Vec<StoredSaga> = self
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        let mut sagas: Vec<StoredSaga> = self
             .lock()
             .values()
             .filter(|s| s.summary.state == SagaState::Running)
+            .filter(|s| after.is_none_or(|after| s.summary.id > after))
             .cloned()
             .collect();
+        sagas.sort_unstable_by_key(|s| s.summary.id);
+        sagas.truncate(limit);
         Box::pin(async move { Ok(sagas) })
     }
 

@@ -37,8 +37,32 @@ pub trait Store: Send + Sync + 'static {
     /// The log of saga `id`, if the store has it.
     fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>>;
 
-    /// The logs of every saga in state [`SagaState::Running`].
-    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>>;
+    /// The logs of up to `limit` sagas in state [`SagaState::Running`] whose
+    /// ids are greater than `after` (all, if `None`), in id order. Recovery
+    /// reads a large log a page at a time with it, and resumes one page while
+    /// the next is read.
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>>;
+
+    /// The logs of every saga in state [`SagaState::Running`], in id order.
+    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        Box::pin(async move {
+            const PAGE: usize = 4096;
+            let mut all: Vec<StoredSaga> = Vec::new();
+            loop {
+                let after = all.last().map(|s| s.summary.id);
+                let page = self.unfinished_page(after, PAGE).await?;
+                let last = page.len() < PAGE;
+                all.extend(page);
+                if last {
+                    return Ok(all);
+                }
+            }
+        })
+    }
 
     /// Summaries of the sagas that match `filter`, newest first.
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>>;

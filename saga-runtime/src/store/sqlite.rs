@@ -5,7 +5,6 @@
 //! them all, and each caller is answered only once its records are durable.
 //! Reads use their own connections and never block the writer (WAL).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -24,7 +23,7 @@ use crate::log::{Record, SagaState};
 
 /// The schema version this build writes. Older files are migrated on open;
 /// newer ones are refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Statements that bring a file from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -45,6 +44,24 @@ const MIGRATIONS: &[&str] = &[
          body    TEXT NOT NULL,
          PRIMARY KEY (saga_id, seq)
      ) WITHOUT ROWID;",
+    // 1 -> 2: records in the order they were written (a rowid table), found
+    // by saga through an index. Appends then fill the table's last pages
+    // instead of dirtying a page per saga wherever its older records lie,
+    // which is what finishing many old sagas at once (recovery) does. And a
+    // partial index of the unfinished sagas, so recovery finds them without
+    // reading every finished one.
+    "CREATE TABLE records_v2 (
+         saga_id TEXT NOT NULL,
+         seq     INTEGER NOT NULL,
+         at_ms   INTEGER NOT NULL,
+         body    TEXT NOT NULL
+     );
+     INSERT INTO records_v2 (saga_id, seq, at_ms, body)
+         SELECT saga_id, seq, at_ms, body FROM records;
+     DROP TABLE records;
+     ALTER TABLE records_v2 RENAME TO records;
+     CREATE UNIQUE INDEX records_by_saga ON records (saga_id, seq);
+     CREATE INDEX sagas_running ON sagas (id) WHERE state = 'running';",
 ];
 
 /// The most appends one transaction takes; the rest wait for the next.
@@ -518,36 +535,62 @@ impl Store for SqliteStore {
         })
     }
 
-    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
-        self.read(|conn| {
-            let mut sagas: Vec<StoredSaga> = Vec::new();
-            let mut index: HashMap<String, usize> = HashMap::new();
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM sagas WHERE state = 'running'"
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        self.read(move |conn| {
+            // One read transaction, so the page and its records agree.
+            let tx = conn.unchecked_transaction()?;
+            // The partial index `sagas_running` serves the page in id
+            // order, however many finished sagas the file holds. (Left to
+            // itself, the planner picks `sagas_by_state` and sorts every
+            // running saga for each page.)
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM sagas INDEXED BY sagas_running
+                 WHERE state = 'running' AND id > ?1 ORDER BY id LIMIT ?2"
             ))?;
-            for summary in stmt.query_map([], summary)? {
-                let summary = summary?;
-                index.insert(summary.id.to_string(), sagas.len());
-                sagas.push(StoredSaga {
-                    summary,
-                    records: Vec::new(),
-                });
-            }
-            let mut stmt = conn.prepare(
-                "SELECT r.saga_id, r.seq, r.at_ms, r.body FROM records r
-                 JOIN sagas s ON s.id = r.saga_id
-                 WHERE s.state = 'running' ORDER BY r.saga_id, r.seq",
+            let after = after.map_or_else(String::new, |id| id.to_string());
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut sagas = stmt
+                .query_map(params![after, limit], summary)?
+                .map(|summary| {
+                    Ok(StoredSaga {
+                        summary: summary?,
+                        records: Vec::new(),
+                    })
+                })
+                .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+            let Some(last) = sagas.last().map(|s| s.summary.id.to_string()) else {
+                return Ok(sagas);
+            };
+            // Their records in one statement, which costs far less than a
+            // query per saga.
+            let mut stmt = tx.prepare_cached(
+                "SELECT r.saga_id, r.seq, r.at_ms, r.body
+                 FROM sagas s INDEXED BY sagas_running
+                 JOIN records r ON r.saga_id = s.id
+                 WHERE s.state = 'running' AND s.id > ?1 AND s.id <= ?2",
             )?;
-            let mut rows = stmt.query([])?;
+            let index: std::collections::HashMap<String, usize> = sagas
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.summary.id.to_string(), i))
+                .collect();
+            let mut rows = stmt.query(params![after, last])?;
             while let Some(row) = rows.next()? {
-                let id: String = row.get(0)?;
-                if let Some(&i) = index.get(&id) {
+                let id = row.get_ref(0)?.as_str()?;
+                if let Some(&i) = index.get(id) {
                     sagas[i].records.push(StoredRecord {
                         seq: row.get::<_, i64>(1)? as u64,
                         at_ms: row.get::<_, i64>(2)? as u64,
                         body: row.get(3)?,
                     });
                 }
+            }
+            for saga in &mut sagas {
+                saga.records.sort_unstable_by_key(|r| r.seq);
             }
             Ok(sagas)
         })
