@@ -216,3 +216,56 @@ async fn an_attempt_cut_off_by_a_crash_is_retried_until_it_answers() {
     assert_eq!(*after.calls.lock().unwrap(), 1 + 3 + 1);
     assert!(after.released.lock().unwrap().is_empty());
 }
+
+/// Recovery, when the crash also caught the attempt's start record before it
+/// was durable (runs do not wait for starts): the log shows the step never
+/// started, yet its effect may have happened. The step that was running is
+/// still retried until it answers, not given up after its attempts, which
+/// would roll back and leave that effect in place with nothing to undo it.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_whose_start_record_was_lost_is_retried_until_it_answers() {
+    use saga::store::{MemoryStore, Store};
+    use saga::testing::{CrashPoint, CrashingStore};
+
+    let fresh = |unavailable_calls| {
+        Arc::new(FlakyAfterEffect {
+            unavailable_calls,
+            calls: Mutex::new(0),
+            applied: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
+        })
+    };
+    // created (0), hold started (1): crash before 1; the step runs anyway.
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(1));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let before = fresh(0);
+    first.register(Arc::clone(&before));
+    let handle = first.start::<FlakyAfterEffect>(()).await.unwrap();
+    while before.applied.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    drop(handle);
+    let log = durable.unfinished().await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].records.len(), 1, "only `created` is durable");
+
+    // After the restart the service is unavailable three times (more than
+    // the step's two attempts), then answers.
+    let after = fresh(3);
+    *after.calls.lock().unwrap() = 1;
+    let second = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    second.register(Arc::clone(&after));
+    let report = second.recover().await.unwrap();
+    assert_eq!((report.completed, report.compensated), (1, 0), "{report:?}");
+    assert_eq!(*after.calls.lock().unwrap(), 1 + 3 + 1);
+    assert!(after.released.lock().unwrap().is_empty());
+}

@@ -240,10 +240,15 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
                 }
                 None => {
                     // An attempt started and never reported ran into the
-                    // crash: it may have taken effect.
-                    for s in &mut steps {
+                    // crash: it may have taken effect. So may one whose
+                    // start record the crash caught before it was durable
+                    // (runs do not wait for starts): every unfinished step
+                    // of the group that was running counts as started.
+                    let running = def.steps().get(next).map(|s| s.group());
+                    for (j, s) in steps.iter_mut().enumerate() {
                         let last_failed = s.failed.map_or(0, |(a, _)| a);
-                        s.unknown |= !s.completed && s.started > last_failed;
+                        let in_flight = Some(def.steps()[j].group()) == running;
+                        s.unknown |= !s.completed && (s.started > last_failed || in_flight);
                     }
                     Position::Resume(Box::new(ResumeAt {
                         next,
