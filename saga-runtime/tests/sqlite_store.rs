@@ -295,7 +295,7 @@ async fn a_damaged_record_is_returned_undecoded_for_its_saga_alone() {
     let conn = rusqlite::Connection::open(dir.file()).unwrap();
     conn.execute(
         "UPDATE records SET body = '{\"event\": \"crea' WHERE saga_id = ?1",
-        [damaged.to_string()],
+        [damaged.as_uuid().as_bytes()],
     )
     .unwrap();
     let unfinished = store.unfinished().await.unwrap();
