@@ -231,7 +231,10 @@ impl Runtime {
         let plan = options.plan(S::definition())?;
         let _claim = self.claim_new(id)?;
         self.log_created::<S>(id, &input).await?;
-        self.run_here(&*saga, id, &input, &plan, StartAt::fresh(), None)
+        let run = self.new_run(&*saga, id, &input, &plan, 1, None);
+        let span = run.span();
+        run.run_from(S::State::default(), Position::FRESH)
+            .instrument(span)
             .await
     }
 
@@ -248,17 +251,19 @@ impl Runtime {
         }
     }
 
-    /// Runs saga `id` from `from` on the calling task.
-    async fn run_here<S: Saga>(
-        &self,
-        saga: &S,
+    /// A run of saga `id` whose first record is number `next_seq`. Callers
+    /// await `run_from` on it in their own future (no extra layer of
+    /// future, which would hold copies of its arguments).
+    fn new_run<'a, S: Saga>(
+        &'a self,
+        saga: &'a S,
         id: SagaId,
-        input: &S::Input,
-        plan: &Plan,
-        from: StartAt<S>,
-        cancel: Option<&CancelSignal>,
-    ) -> Result<Outcome<S::Outputs>, Error> {
-        let run = Run {
+        input: &'a S::Input,
+        plan: &'a Plan,
+        next_seq: u64,
+        cancel: Option<&'a CancelSignal>,
+    ) -> Run<'a, S> {
+        Run {
             saga,
             input,
             id,
@@ -270,12 +275,8 @@ impl Runtime {
                 .inner
                 .store
                 .as_deref()
-                .map(|s| Journal::new(s, from.next_seq)),
-        };
-        let span = run.span();
-        run.run_from(from.state, from.position)
-            .instrument(span)
-            .await
+                .map(|s| Journal::new(s, next_seq)),
+        }
     }
 
     /// Writes the `created` record (input and definition) of a new saga.
@@ -311,9 +312,10 @@ impl Runtime {
         let runtime = self.clone();
         tokio::spawn(async move {
             let _claim = claim;
-            let from = StartAt::fresh();
-            runtime
-                .run_here(&*saga, id, &input, &plan, from, cancel.as_deref())
+            let run = runtime.new_run(&*saga, id, &input, &plan, 1, cancel.as_deref());
+            let span = run.span();
+            run.run_from(S::State::default(), Position::FRESH)
+                .instrument(span)
                 .await
         })
     }
@@ -446,25 +448,6 @@ fn aborted(e: &tokio::task::JoinError) -> Error {
     }
 }
 
-/// Where a run begins: at the first step of a new saga, or where a log
-/// left off.
-struct StartAt<S: Saga> {
-    state: S::State,
-    position: Position,
-    /// The number of the first record the run appends.
-    next_seq: u64,
-}
-
-impl<S: Saga> StartAt<S> {
-    fn fresh() -> StartAt<S> {
-        StartAt {
-            state: S::State::default(),
-            position: Position::FRESH,
-            next_seq: 1,
-        }
-    }
-}
-
 /// How a saga ended, without its typed outputs: what [`Runtime::recover`]
 /// and [`Runtime::resume`] report, since they run sagas of any type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -563,14 +546,9 @@ impl<S: Saga> Resumable for Registered<S> {
             }
             drop(stored);
             let plan = SagaOptions::default().plan(S::definition())?;
-            let from = StartAt {
-                state,
-                position,
-                next_seq,
-            };
-            let outcome = runtime
-                .run_here(&*saga, id, &input, &plan, from, None)
-                .await?;
+            let run = runtime.new_run(&*saga, id, &input, &plan, next_seq, None);
+            let span = run.span();
+            let outcome = run.run_from(state, position).instrument(span).await?;
             drop(claim);
             Ok(Ended::from(outcome))
         })
