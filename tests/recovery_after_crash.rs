@@ -151,6 +151,41 @@ async fn recovery_reads_a_large_log_page_by_page() {
     assert!(store.unfinished().await.unwrap().is_empty());
 }
 
+/// Panics on every event of one saga.
+struct PanicsOn(SagaId);
+
+impl saga::Listener for PanicsOn {
+    fn on_event(&self, event: &saga::Event<'_>) {
+        assert_ne!(event.saga_id, self.0, "the listener broke");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_while_resuming_one_saga_fails_that_saga_alone() {
+    let store = MemoryStore::new();
+    let ids = crashed_mid_step(store.clone(), 3).await;
+    let saga = Gated::new(true);
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .listener(PanicsOn(ids[1]))
+        .build()
+        .await
+        .unwrap();
+    runtime.register(Arc::clone(&saga));
+    let report = runtime.recover().await.unwrap();
+    assert_eq!(report.completed, 2, "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let (id, error) = &report.failed[0];
+    assert_eq!(*id, ids[1]);
+    assert!(
+        matches!(error, Error::Aborted { reason, .. } if reason.contains("the listener broke")),
+        "{error}"
+    );
+    // Its log is left as it was, for the next recovery.
+    let log = store.load(ids[1]).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, SagaState::Running);
+}
+
 #[tokio::test]
 async fn recovery_leaves_alone_the_sagas_this_runtime_is_running() {
     let store = MemoryStore::new();

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::executor::{CancelSignal, Journal, Position, Run};
+use crate::executor::{CancelSignal, Journal, Position, Run, panic_message};
 use crate::live::{Claim, LiveSet};
 use crate::log::{DefinitionSnapshot, Entry, Record, SagaState};
 use crate::options::Plan;
@@ -361,8 +361,8 @@ impl Runtime {
                         report.take(joined)?;
                     }
                 }
-                let runtime = self.clone();
-                tasks.spawn(async move { (id, saga.resume(runtime, stored, claim).await) });
+                let resumed = saga.resume(self.clone(), stored, claim);
+                tasks.spawn(async move { (id, isolated(id, resumed).await) });
             }
         }
         while let Some(joined) = tasks.join_next().await {
@@ -438,6 +438,25 @@ fn read_page(
 ) -> JoinHandle<Result<Vec<StoredSaga>, StoreError>> {
     let store = Arc::clone(store);
     tokio::spawn(async move { store.unfinished_page(after, limit).await })
+}
+
+/// Awaits one resumed saga, turning a panic that escaped it (in a listener,
+/// say; steps' panics are failures already) into that saga's failure, so
+/// that every other saga still recovers.
+async fn isolated(
+    id: SagaId,
+    mut resumed: BoxFuture<'static, Result<Ended, Error>>,
+) -> Result<Ended, Error> {
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resumed.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => std::task::Poll::Ready(Err(Error::Aborted {
+                id,
+                reason: format!("it panicked: {}", panic_message(payload.as_ref())),
+            })),
+        }
+    })
+    .await
 }
 
 /// A recovery task that panicked or was cancelled.

@@ -38,9 +38,9 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>>;
 
     /// The logs of up to `limit` sagas in state [`SagaState::Running`] whose
-    /// ids are greater than `after` (all, if `None`), in id order. Recovery
-    /// reads a large log a page at a time with it, and resumes one page while
-    /// the next is read.
+    /// ids are greater than `after` (all, if `None`), in id order; fewer
+    /// than `limit` only when no more follow. Recovery reads a large log a
+    /// page at a time with it, and resumes one page while the next is read.
     fn unfinished_page(
         &self,
         after: Option<SagaId>,
