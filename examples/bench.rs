@@ -299,7 +299,7 @@ fn memory_row() {
             format!("{in_flight:.0} B"),
             format!("{plain_bytes:.0} B"),
             format!(
-                "100,000 waiting; baseline: a bare task doing the same wait; overhead {:.0} B; after they end: {alive} tasks alive, a second round grew the process by {:.1} MB",
+                "100,000 waiting; baseline: a bare task doing the same wait; overhead {:.0} B; after they end: {alive} tasks alive, and a second round changed the process by {:+.1} MB (retention would grow it)",
                 in_flight - plain_bytes,
                 (after[1] - after[0]) as f64 / 1e6
             ),

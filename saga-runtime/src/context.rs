@@ -28,6 +28,19 @@ impl SagaId {
         SagaId(Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext)))
     }
 
+    /// A random id (UUIDv4), which costs no clock read. The runtime gives
+    /// these to sagas run without a store; with one, ids come from
+    /// [`new`](Self::new).
+    ///
+    /// ```
+    /// # use saga_runtime::SagaId;
+    /// assert_eq!(SagaId::random().as_uuid().get_version_num(), 4);
+    /// assert_eq!(SagaId::new().as_uuid().get_version_num(), 7);
+    /// ```
+    pub fn random() -> SagaId {
+        SagaId(Uuid::new_v4())
+    }
+
     /// An id from 128 bits, for ids derived from something else (a request
     /// number, say) so that a repeated request finds the same saga.
     ///

@@ -205,7 +205,7 @@ impl Runtime {
         options: SagaOptions,
     ) -> Result<SagaHandle<S>, Error> {
         let saga = self.lookup::<S>()?;
-        let id = options.id.unwrap_or_default();
+        let id = options.id.unwrap_or_else(|| self.new_id());
         let plan = options.plan(S::definition())?;
         let claim = self.claim_new(id)?;
         self.log_created::<S>(id, &input).await?;
@@ -227,7 +227,7 @@ impl Runtime {
         options: SagaOptions,
     ) -> Result<Outcome<S::Outputs>, Error> {
         let saga = self.lookup::<S>()?;
-        let id = options.id.unwrap_or_default();
+        let id = options.id.unwrap_or_else(|| self.new_id());
         let plan = options.plan(S::definition())?;
         let _claim = self.claim_new(id)?;
         self.log_created::<S>(id, &input).await?;
@@ -236,6 +236,17 @@ impl Runtime {
         run.run_from(S::State::default(), Position::FRESH)
             .instrument(span)
             .await
+    }
+
+    /// The id of a new saga. A log wants ids that grow with time (its
+    /// index then takes new sagas at its end): UUIDv7. In memory nothing
+    /// orders them, and a random UUIDv4 spares the clock read, a sixth of
+    /// an in-memory saga's cost.
+    fn new_id(&self) -> SagaId {
+        match self.inner.store {
+            Some(_) => SagaId::new(),
+            None => SagaId::random(),
+        }
     }
 
     /// Claims the id of a new durable saga (see [`crate::live`]); nothing
