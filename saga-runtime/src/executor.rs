@@ -217,7 +217,7 @@ impl<S: Saga> Run<'_, S> {
                     gave_up,
                 } = *at;
                 if let Some(failure) = gave_up {
-                    let done = names_of(def, &compensated);
+                    let done = names_of(def, &compensated).collect();
                     return Box::pin(self.stuck(cause, done, failure)).await;
                 }
                 let undo = self.roll_back(&state, cause, compensated, attempt, false);
@@ -449,7 +449,9 @@ impl<S: Saga> Run<'_, S> {
             tracing::info!(%cause, "rolling back");
             note!(self, EventKind::RollbackStarted { cause: &cause });
         }
-        let mut compensated = names_of(def, &done);
+        // Room for every step at once: one allocation, however many steps.
+        let mut compensated = Vec::with_capacity(def.steps().len());
+        compensated.extend(names_of(def, &done));
         for (i, step) in def.steps().iter().enumerate().rev() {
             let undone = done.get(i).copied().unwrap_or(false);
             if step.kind() != StepKind::Compensatable || undone || !S::__has_output(state, i) {
@@ -649,12 +651,14 @@ impl<S: Saga> Run<'_, S> {
 
 /// The names of the steps marked in `done`, in the order rollback undid
 /// them (reverse).
-fn names_of(def: &crate::Definition, done: &[bool]) -> Vec<&'static str> {
+fn names_of<'d>(
+    def: &'d crate::Definition,
+    done: &'d [bool],
+) -> impl Iterator<Item = &'static str> + 'd {
     (0..done.len().min(def.steps().len()))
         .rev()
         .filter(|&i| done[i])
         .map(|i| def.steps()[i].name())
-        .collect()
 }
 
 /// Polls a set of futures of one type, in order, until all are done,
