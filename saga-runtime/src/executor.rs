@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::log::{CauseSnapshot, Entry, FailureSnapshot, Record};
 use crate::options::Plan;
@@ -33,7 +32,10 @@ macro_rules! note {
         note!($run, $kind, None)
     };
     ($run:expr, $kind:expr, $output:expr) => {
-        if let Some(durable) = $run.record($kind, $output)? {
+        // Bound first: a temporary of the scrutinee would live across the
+        // await, and take room in the saga's future.
+        let durable = $run.record($kind, $output)?;
+        if let Some(durable) = durable {
             durable.await.map_err(Error::Store)?;
         }
     };
@@ -175,6 +177,37 @@ impl From<Error> for Stop {
     }
 }
 
+/// Why forward work stopped short of completing the saga.
+enum Halt {
+    /// The log could not be written: the run halts where it is, and
+    /// recovery resumes it from the log.
+    Journal(Error),
+    /// Roll back every completed step, recording the decision first.
+    RollBack(Cause),
+    /// A step past the pivot failed for good: the saga is stuck.
+    Stuck(Failure),
+    /// A rollback the log had already decided goes on.
+    Resume(Box<RollbackAt>),
+}
+
+impl Halt {
+    /// A step failed for good: before the pivot the saga rolls back, after
+    /// it the saga is stuck (what is done cannot be undone).
+    fn failed(failure: Failure, past_pivot: bool) -> Halt {
+        if past_pivot {
+            Halt::Stuck(failure)
+        } else {
+            Halt::RollBack(Cause::StepFailed(failure))
+        }
+    }
+}
+
+impl From<Error> for Halt {
+    fn from(e: Error) -> Halt {
+        Halt::Journal(e)
+    }
+}
+
 impl<S: Saga> Run<'_, S> {
     /// The run's tracing span; the caller instruments `run_from` with it
     /// (one layer of future less than an `execute` wrapper would add).
@@ -182,118 +215,158 @@ impl<S: Saga> Run<'_, S> {
         tracing::info_span!("saga", saga = S::definition().name(), id = %self.id)
     }
 
-    pub(crate) async fn run_from(
+    /// Runs the saga from `position` to its outcome.
+    ///
+    /// Written as a function returning an `async move` block rather than an
+    /// `async fn`: an `async fn` copies its arguments into locals, and the
+    /// state struct would then take room twice in every saga's future.
+    /// Whatever does not complete ends in one boxed cold future
+    /// ([`end`](Self::end)), so that rollback's and stuck's locals take no
+    /// room in the happy path's state machine.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold its arguments twice"
+    )]
+    pub(crate) fn run_from(
         &self,
         mut state: S::State,
         position: Position,
-    ) -> Result<Outcome<S::Outputs>, Error> {
-        let def = S::definition();
-        let mut resume = None;
-        let (first, mut attempt) = match position {
-            Position::Forward { next, attempt } => (next, attempt),
-            Position::Resume(at) => {
-                let next = at.next;
-                let attempt = at.attempts.get(next).copied().unwrap_or(1);
-                resume = Some(at);
-                (next, attempt)
-            }
-            Position::Failed(failed) => {
-                let (step, failure) = *failed;
-                let cause = Cause::StepFailed(failure.clone());
-                if def.steps()[..step]
-                    .iter()
-                    .any(|s| s.kind() == StepKind::Pivot)
-                {
-                    return Box::pin(self.stuck(cause, Vec::new(), failure)).await;
+    ) -> impl Future<Output = Result<Outcome<S::Outputs>, Error>> + '_ {
+        async move {
+            // Each arm awaits on its own, so that nothing of the match
+            // outlives it in the state machine.
+            let halt = match position {
+                Position::Forward { next, attempt } => {
+                    self.forward_from(&mut state, next, attempt, None).await
                 }
-                let undo = self.roll_back(&state, cause, Vec::new(), 1, true);
-                return Box::pin(undo).await;
+                Position::Resume(at) => {
+                    let (next, attempt) = (at.next, at.attempts.get(at.next).copied());
+                    let attempt = attempt.unwrap_or(1);
+                    self.forward_from(&mut state, next, attempt, Some(at)).await
+                }
+                Position::Failed(failed) => {
+                    let (step, failure) = *failed;
+                    let past_pivot = S::definition().steps()[..step]
+                        .iter()
+                        .any(|s| s.kind() == StepKind::Pivot);
+                    Err(Halt::failed(failure, past_pivot))
+                }
+                Position::Rollback(at) => Err(Halt::Resume(at)),
+            };
+            let halt = match halt {
+                Ok(()) => return Ok(Outcome::Completed(S::__outputs(state))),
+                Err(Halt::Journal(e)) => return Err(e),
+                Err(halt) => halt,
+            };
+            Box::pin(self.end(&state, halt)).await
+        }
+    }
+
+    /// Runs the steps from `first` (at `attempt`) to the last, storing
+    /// their outputs in `state`; stops at the first that does not succeed,
+    /// or at cancellation or the deadline before the pivot.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold its arguments twice"
+    )]
+    fn forward_from(
+        &self,
+        state: &mut S::State,
+        first: usize,
+        mut attempt: u32,
+        mut resume: Option<Box<ResumeAt>>,
+    ) -> impl Future<Output = Result<(), Halt>> {
+        async move {
+            if first == 0 {
+                note!(self, EventKind::Started);
             }
-            Position::Rollback(at) => {
+            let steps = S::definition().steps();
+            let mut past_pivot = steps[..first].iter().any(|s| s.kind() == StepKind::Pivot);
+            // Start at the beginning of the group holding `first`: its members
+            // that completed before a crash are skipped below.
+            let mut i = first;
+            while i > 0 && i < steps.len() && steps[i - 1].group() == steps[first].group() {
+                i -= 1;
+            }
+            while i < steps.len() {
+                let end = steps[i..]
+                    .iter()
+                    .position(|s| s.group() != steps[i].group())
+                    .map_or(steps.len(), |n| i + n);
+                if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
+                    return Err(Halt::RollBack(cause));
+                }
+                let attempt_of = |j: usize| match &resume {
+                    Some(at) => at.attempts.get(j).copied().unwrap_or(1),
+                    None if j == first => attempt,
+                    None => 1,
+                };
+                let unknown_of = |j: usize| {
+                    resume
+                        .as_ref()
+                        .is_some_and(|at| at.unknown.get(j).copied().unwrap_or(false))
+                };
+                let stop = if end - i == 1 {
+                    // One step: awaited in place, no allocation.
+                    match self
+                        .forward(i, state, past_pivot, attempt_of(i), unknown_of(i))
+                        .await
+                    {
+                        Ok(output) => {
+                            S::__store(state, output);
+                            None
+                        }
+                        Err(stop) => Some(stop),
+                    }
+                } else {
+                    let group =
+                        self.forward_group(i..end, state, past_pivot, attempt_of, unknown_of);
+                    Box::pin(group).await
+                };
+                match stop {
+                    None => {}
+                    Some(Stop::Journal(e)) => return Err(Halt::Journal(e)),
+                    Some(Stop::Failed(failure)) => return Err(Halt::failed(failure, past_pivot)),
+                    Some(Stop::Interrupted(cause)) => return Err(Halt::RollBack(cause)),
+                }
+                past_pivot |= steps[i..end].iter().any(|s| s.kind() == StepKind::Pivot);
+                attempt = 1;
+                resume = None;
+                i = end;
+            }
+            note!(self, EventKind::Completed);
+            Ok(())
+        }
+    }
+
+    /// Ends a run that will not complete: rolls back, or reports it stuck.
+    async fn end(&self, state: &S::State, halt: Halt) -> Result<Outcome<S::Outputs>, Error> {
+        match halt {
+            Halt::Journal(e) => Err(e),
+            Halt::RollBack(cause) => self.roll_back(state, cause, Vec::new(), 1, true).await,
+            Halt::Stuck(failure) => {
+                let cause = Cause::StepFailed(failure.clone());
+                self.stuck(cause, Vec::new(), failure).await
+            }
+            Halt::Resume(at) => {
                 let RollbackAt {
                     compensated,
                     cause,
                     attempt,
                     gave_up,
                 } = *at;
-                if let Some(failure) = gave_up {
-                    let done = names_of(def, &compensated).collect();
-                    return Box::pin(self.stuck(cause, done, failure)).await;
-                }
-                let undo = self.roll_back(&state, cause, compensated, attempt, false);
-                return Box::pin(undo).await;
-            }
-        };
-        if first == 0 {
-            note!(self, EventKind::Started);
-        }
-        let steps = def.steps();
-        let mut past_pivot = steps[..first].iter().any(|s| s.kind() == StepKind::Pivot);
-        // Start at the beginning of the group holding `first`: its members
-        // that completed before a crash are skipped below.
-        let mut i = first;
-        while i > 0 && i < steps.len() && steps[i - 1].group() == steps[first].group() {
-            i -= 1;
-        }
-        while i < steps.len() {
-            let end = steps[i..]
-                .iter()
-                .position(|s| s.group() != steps[i].group())
-                .map_or(steps.len(), |n| i + n);
-            if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
-                return Box::pin(self.roll_back(&state, cause, Vec::new(), 1, true)).await;
-            }
-            let attempt_of = |j: usize| match &resume {
-                Some(at) => at.attempts.get(j).copied().unwrap_or(1),
-                None if j == first => attempt,
-                None => 1,
-            };
-            let unknown_of = |j: usize| {
-                resume
-                    .as_ref()
-                    .is_some_and(|at| at.unknown.get(j).copied().unwrap_or(false))
-            };
-            let stop = if end - i == 1 {
-                // One step: awaited in place, no allocation.
-                match self
-                    .forward(i, &state, past_pivot, attempt_of(i), unknown_of(i))
-                    .await
-                {
-                    Ok(output) => {
-                        S::__store(&mut state, output);
-                        None
+                match gave_up {
+                    Some(failure) => {
+                        let done = names_of(S::definition(), &compensated).collect();
+                        self.stuck(cause, done, failure).await
                     }
-                    Err(stop) => Some(stop),
-                }
-            } else {
-                let group =
-                    self.forward_group(i..end, &mut state, past_pivot, attempt_of, unknown_of);
-                Box::pin(group).await
-            };
-            match stop {
-                None => {}
-                Some(Stop::Journal(e)) => return Err(e),
-                Some(Stop::Failed(failure)) if past_pivot => {
-                    let cause = Cause::StepFailed(failure.clone());
-                    return Box::pin(self.stuck(cause, Vec::new(), failure)).await;
-                }
-                Some(Stop::Failed(failure)) => {
-                    let cause = Cause::StepFailed(failure);
-                    let undo = self.roll_back(&state, cause, Vec::new(), 1, true);
-                    return Box::pin(undo).await;
-                }
-                Some(Stop::Interrupted(cause)) => {
-                    let undo = self.roll_back(&state, cause, Vec::new(), 1, true);
-                    return Box::pin(undo).await;
+                    None => {
+                        self.roll_back(state, cause, compensated, attempt, false)
+                            .await
+                    }
                 }
             }
-            past_pivot |= steps[i..end].iter().any(|s| s.kind() == StepKind::Pivot);
-            attempt = 1;
-            resume = None;
-            i = end;
         }
-        note!(self, EventKind::Completed);
-        Ok(Outcome::Completed(S::__outputs(state)))
     }
 
     /// Runs the steps of one group at the same time, on this task, and
@@ -333,103 +406,110 @@ impl<S: Saga> Run<'_, S> {
 
     /// Runs step `i` with its retry policy, from attempt `attempt`;
     /// `unknown` says an earlier attempt may have taken effect unseen.
-    async fn forward(
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold its arguments twice"
+    )]
+    fn forward(
         &self,
         i: usize,
         state: &S::State,
         past_pivot: bool,
         mut attempt: u32,
         mut unknown: bool,
-    ) -> Result<S::StepOutput, Stop> {
-        let def = S::definition();
-        let name = def.steps()[i].name();
-        let policy = self.plan.policy(def, i, Phase::Forward);
-        loop {
-            let started = EventKind::StepStarted {
-                step: name,
-                attempt,
-            };
-            note!(self, started);
-            let span = tracing::debug_span!("step", step = name, attempt);
-            let result = match self.plan.fault(i, Phase::Forward, attempt) {
-                Some(injected) => Err(injected),
-                None => {
+    ) -> impl Future<Output = Result<S::StepOutput, Stop>> {
+        async move {
+            let def = S::definition();
+            let name = def.steps()[i].name();
+            let policy = self.plan.policy(def, i, Phase::Forward);
+            loop {
+                let started = EventKind::StepStarted {
+                    step: name,
+                    attempt,
+                };
+                note!(self, started);
+                let span = tracing::debug_span!("step", step = name, attempt);
+                // `if let`, not `match`: its scrutinee is gone before the
+                // `else` awaits, and takes no room in the future.
+                let result = if let Some(injected) = self.plan.fault(i, Phase::Forward, attempt) {
+                    Err(injected)
+                } else {
                     let cx = StepContext::new(self.id, def.name(), name, Phase::Forward, attempt);
                     let call = S::__run_step(self.saga, i, self.input, state, &cx);
-                    let mut result = guarded(policy, call).instrument(span.clone()).await;
+                    let mut result = guarded(policy, &span, call).await;
                     if self.plan.repeat && result.is_ok() {
                         // The idempotency check: the same call again, same key;
                         // the second answer is the one kept.
                         let again = S::__run_step(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, again).instrument(span.clone()).await;
+                        result = guarded(policy, &span, again).await;
                     }
                     result
-                }
-            };
-            let error = match result {
-                Ok(output) => {
-                    let succeeded = EventKind::StepSucceeded {
-                        step: name,
-                        attempt,
-                    };
-                    let durable = self.record(succeeded, Some(&output))?;
-                    // After the saga's last step, the `Completed` record
-                    // (or, if a concurrent member failed, the rollback
-                    // decision) is appended and waited for before anything
-                    // acts on this output; stores order appends, so that
-                    // wait makes the output durable too, one commit sooner.
-                    let last = i + 1 == def.steps().len();
-                    if let Some(durable) = durable.filter(|_| !last) {
-                        durable.await.map_err(Error::Store)?;
+                };
+                let error = match result {
+                    Ok(output) => {
+                        let succeeded = EventKind::StepSucceeded {
+                            step: name,
+                            attempt,
+                        };
+                        let durable = self.record(succeeded, Some(&output))?;
+                        // After the saga's last step, the `Completed` record
+                        // (or, if a concurrent member failed, the rollback
+                        // decision) is appended and waited for before anything
+                        // acts on this output; stores order appends, so that
+                        // wait makes the output durable too, one commit sooner.
+                        let last = i + 1 == def.steps().len();
+                        if let Some(durable) = durable.filter(|_| !last) {
+                            durable.await.map_err(Error::Store)?;
+                        }
+                        return Ok(output);
                     }
-                    return Ok(output);
-                }
-                Err(error) => error,
-            };
-            // An attempt cut off by its timeout (or by a crash) may have
-            // taken effect: its outcome is unknown, and rolling back could
-            // orphan that effect (its compensation needs the output). A later
-            // retryable error (the service was unavailable, say) says nothing
-            // about it. So a step that changes things is retried, under the
-            // same idempotency key and past its attempts, until it succeeds
-            // or refuses for good; cancellation and the deadline wait too.
-            unknown |= error.is_timeout();
-            let unresolved = unknown
-                && error.is_retryable()
-                && !past_pivot
-                && def.steps()[i].kind() != StepKind::Readonly;
-            let exhausted = !policy.allows_attempt(attempt + 1);
-            let will_retry = error.is_retryable() && (!exhausted || unresolved);
-            tracing::warn!(parent: &span, error = %error, will_retry, "step failed");
-            let failed = EventKind::StepFailed {
-                step: name,
-                attempt,
-                error: &error,
-                will_retry,
-            };
-            note!(self, failed);
-            if !will_retry {
-                return Err(Stop::Failed(failure(
-                    name,
-                    None,
-                    Phase::Forward,
-                    &error,
+                    Err(error) => error,
+                };
+                // An attempt cut off by its timeout (or by a crash) may have
+                // taken effect: its outcome is unknown, and rolling back could
+                // orphan that effect (its compensation needs the output). A later
+                // retryable error (the service was unavailable, say) says nothing
+                // about it. So a step that changes things is retried, under the
+                // same idempotency key and past its attempts, until it succeeds
+                // or refuses for good; cancellation and the deadline wait too.
+                unknown |= error.is_timeout();
+                let unresolved = unknown
+                    && error.is_retryable()
+                    && !past_pivot
+                    && def.steps()[i].kind() != StepKind::Readonly;
+                let exhausted = !policy.allows_attempt(attempt + 1);
+                let will_retry = error.is_retryable() && (!exhausted || unresolved);
+                tracing::warn!(parent: &span, error = %error, will_retry, "step failed");
+                let failed = EventKind::StepFailed {
+                    step: name,
                     attempt,
-                )));
+                    error: &error,
+                    will_retry,
+                };
+                note!(self, failed);
+                if !will_retry {
+                    return Err(Stop::Failed(failure(
+                        name,
+                        None,
+                        Phase::Forward,
+                        &error,
+                        attempt,
+                    )));
+                }
+                let backoff = if exhausted {
+                    RetryPolicy::FOREVER.backoff_policy()
+                } else {
+                    policy.backoff_policy()
+                };
+                let delay = backoff.delay(attempt, self.id.entropy());
+                // Boxed: retries are the cold path, and timers are large; the
+                // happy path's future stays small.
+                let interruptible = !(past_pivot || unresolved);
+                if let Some(cause) = Box::pin(self.wait(delay, interruptible)).await {
+                    return Err(Stop::Interrupted(cause));
+                }
+                attempt += 1;
             }
-            let backoff = if exhausted {
-                RetryPolicy::FOREVER.backoff_policy()
-            } else {
-                policy.backoff_policy()
-            };
-            let delay = backoff.delay(attempt, self.id.entropy());
-            // Boxed: retries are the cold path, and timers are large; the
-            // happy path's future stays small.
-            let interruptible = !(past_pivot || unresolved);
-            if let Some(cause) = Box::pin(self.wait(delay, interruptible)).await {
-                return Err(Stop::Interrupted(cause));
-            }
-            attempt += 1;
         }
     }
 
@@ -499,7 +579,7 @@ impl<S: Saga> Run<'_, S> {
                     let mut result = Ok(());
                     for _ in 0..self.repetitions() {
                         let call = S::__compensate(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, call).instrument(span.clone()).await;
+                        result = guarded(policy, &span, call).await;
                         if result.is_err() {
                             break;
                         }
@@ -797,12 +877,16 @@ fn failure(
 /// permanent error so that a panicking step rolls the saga back instead of
 /// abandoning it. The timer is boxed, and only made when the policy has a
 /// timeout, so the saga's future stays small.
-fn guarded<F, T>(policy: &RetryPolicy, call: F) -> Guarded<F>
+///
+/// The attempt's span is entered on every poll, as `Instrument` would, but
+/// borrowed: an owned copy would add its size to every saga's future.
+fn guarded<'s, F, T>(policy: &RetryPolicy, span: &'s tracing::Span, call: F) -> Guarded<'s, F>
 where
     F: Future<Output = Result<T, StepError>>,
 {
     Guarded {
         inner: call,
+        span,
         limit: policy.attempt_timeout(),
         timer: None,
     }
@@ -810,19 +894,21 @@ where
 
 pin_project_lite::pin_project! {
     /// See [`guarded`].
-    struct Guarded<F> {
+    struct Guarded<'s, F> {
         #[pin]
         inner: F,
+        span: &'s tracing::Span,
         limit: Option<std::time::Duration>,
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
-impl<F: Future<Output = Result<T, StepError>>, T> Future for Guarded<F> {
+impl<F: Future<Output = Result<T, StepError>>, T> Future for Guarded<'_, F> {
     type Output = Result<T, StepError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let inner = this.inner;
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Ready(result)) => return Poll::Ready(result),
