@@ -56,6 +56,8 @@ pub use saga_runtime::*;
 /// Everything a saga author needs: `use saga::prelude::*;`.
 pub mod prelude {
     pub use saga_macros::{saga, step};
+    #[cfg(feature = "postgres")]
+    pub use saga_runtime::store::PostgresStore;
     pub use saga_runtime::store::{MemoryStore, SqliteStore};
     pub use saga_runtime::{
         Backoff, Classify, Outcome, RetryPolicy, Runtime, Saga, SagaId, SagaOptions, StepContext,

@@ -1,6 +1,8 @@
 //! Where the saga log lives. One trait, [`Store`], with an in-memory
-//! implementation ([`MemoryStore`], for tests of durable behaviour) and an
-//! embedded one ([`SqliteStore`]: one file, WAL, group commit).
+//! implementation ([`MemoryStore`], for tests of durable behaviour), an
+//! embedded one ([`SqliteStore`]: one file, WAL, group commit), and, with
+//! the `postgres` feature, a shared one (`PostgresStore`: many workers on
+//! many machines, each saga owned under a lease with a fencing token).
 //!
 //! The runtime appends a record for every transition and waits until the
 //! store says it is durable before acting on it (the write-ahead rule). On
@@ -8,16 +10,68 @@
 //! unfinished saga back.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use self::memory::MemoryStore;
-pub use self::sqlite::{SqliteStats, SqliteStore};
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresBuilder, PostgresStore};
+pub use self::sqlite::SqliteStore;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::SagaId;
 use crate::log::{Entry, Record, SagaState};
+
+/// How much group commit is saving: records written and transactions (each
+/// one fsync) that wrote them.
+///
+/// ```
+/// use saga_runtime::store::CommitStats;
+/// let stats = CommitStats { transactions: 4, records: 100 };
+/// assert_eq!(stats.records_per_transaction(), 25.0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Committed write transactions.
+    pub transactions: u64,
+    /// Records written.
+    pub records: u64,
+}
+
+/// The name [`CommitStats`] had when only SQLite had them.
+pub type SqliteStats = CommitStats;
+
+impl CommitStats {
+    /// Records per transaction (per fsync).
+    pub fn records_per_transaction(&self) -> f64 {
+        if self.transactions == 0 {
+            0.0
+        } else {
+            self.records as f64 / self.transactions as f64
+        }
+    }
+}
+
+/// The counters behind [`CommitStats`], updated by a store's writer.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) records: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn read(&self) -> CommitStats {
+        CommitStats {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// A boxed future, as the object-safe [`Store`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -189,6 +243,17 @@ pub enum StoreError {
         saga: SagaId,
         /// The position.
         seq: u64,
+    },
+    /// This worker no longer holds the lease of the saga (another worker
+    /// took it over after the lease expired, or the saga is finished): the
+    /// record was not written, and the run stops; the saga's owner carries
+    /// it on.
+    #[error(
+        "saga store: this worker does not hold the lease of saga {saga} (another worker took it over, or it is finished); nothing was written"
+    )]
+    LeaseLost {
+        /// The saga.
+        saga: SagaId,
     },
     /// The store was closed.
     #[error("saga store is closed")]

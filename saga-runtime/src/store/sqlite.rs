@@ -6,7 +6,7 @@
 //! Reads use their own connections and never block the writer (WAL).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    BoxFuture, ListFilter, SagaSummary, Store, StoreError, StoredRecord, StoredSaga, created,
-    final_state,
+    BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError, StoredRecord,
+    StoredSaga, created, final_state,
 };
 use crate::SagaId;
 use crate::log::{Record, SagaState};
@@ -107,39 +107,6 @@ struct Shared {
     stats: Arc<Counters>,
 }
 
-#[derive(Default)]
-struct Counters {
-    transactions: AtomicU64,
-    records: AtomicU64,
-}
-
-/// How much group commit is saving: records written and transactions (each
-/// one fsync) that wrote them.
-///
-/// ```
-/// use saga_runtime::store::SqliteStats;
-/// let stats = SqliteStats { transactions: 4, records: 100 };
-/// assert_eq!(stats.records_per_transaction(), 25.0);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SqliteStats {
-    /// Committed write transactions.
-    pub transactions: u64,
-    /// Records written.
-    pub records: u64,
-}
-
-impl SqliteStats {
-    /// Records per transaction (per fsync).
-    pub fn records_per_transaction(&self) -> f64 {
-        if self.transactions == 0 {
-            0.0
-        } else {
-            self.records as f64 / self.transactions as f64
-        }
-    }
-}
-
 /// A record encoded by the appending task, ready for the writer.
 struct Encoded {
     saga_id: [u8; 16],
@@ -202,11 +169,8 @@ impl SqliteStore {
     }
 
     /// Records and transactions written since the store was opened.
-    pub fn stats(&self) -> SqliteStats {
-        SqliteStats {
-            transactions: self.shared.stats.transactions.load(Ordering::Relaxed),
-            records: self.shared.stats.records.load(Ordering::Relaxed),
-        }
+    pub fn stats(&self) -> CommitStats {
+        self.shared.stats.read()
     }
 
     fn send(&self, request: Request) -> Result<(), StoreError> {

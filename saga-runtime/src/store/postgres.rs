@@ -1,0 +1,783 @@
+//! The shared store: PostgreSQL, for many workers on many machines.
+//!
+//! Every unfinished saga is owned by one worker at a time, under a lease
+//! with a fencing token:
+//!
+//! - A worker owns the sagas it creates, and takes over a saga whose lease
+//!   has expired (its worker died, or lost touch for longer than the lease)
+//!   when recovery reads it ([`Store::unfinished_page`]) or when it first
+//!   writes to it (an operator's [`resume`](crate::Runtime::resume), say).
+//!   Taking a saga over from another worker increments its token.
+//! - Every append is checked, in the statement that writes it, against the
+//!   owner and the token the worker holds. A worker whose saga was taken
+//!   over is refused ([`StoreError::LeaseLost`]): its run stops there, and
+//!   nothing it does afterwards reaches the log.
+//! - A background task renews the worker's leases (every third of the
+//!   lease); every append renews its saga's lease too. Leases are measured
+//!   by the database's clock, so the workers' clocks need not agree.
+//! - A saga that completes, is compensated or becomes stuck is released.
+//!
+//! A worker id must be used by one process at a time. Give each worker a
+//! stable id ([`PostgresBuilder::worker`]): restarted, it then takes its own
+//! unfinished sagas back at once, instead of after their leases expire.
+//!
+//! Writes go through one connection and commit in groups, as with SQLite:
+//! every append waiting when a transaction starts goes into it. Reads use a
+//! second connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::{
+    BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError, StoredRecord,
+    StoredSaga, created, final_state,
+};
+use crate::SagaId;
+use crate::log::{Record, SagaState};
+
+/// The schema version this build writes. Older schemas are migrated on
+/// connect; newer ones are refused.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Statements that bring a schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE sagas (
+         id          uuid PRIMARY KEY,
+         name        text NOT NULL,
+         fingerprint bigint NOT NULL,
+         state       text NOT NULL,
+         created_ms  bigint NOT NULL,
+         updated_ms  bigint NOT NULL,
+         owner       text,
+         token       bigint NOT NULL,
+         lease_until timestamptz
+     );
+     CREATE INDEX sagas_by_state ON sagas (state, updated_ms);
+     CREATE INDEX sagas_running ON sagas (id) WHERE state = 'running';
+     CREATE INDEX sagas_by_owner ON sagas (owner) WHERE state = 'running';
+     CREATE TABLE records (
+         saga_id uuid NOT NULL,
+         seq     bigint NOT NULL,
+         at_ms   bigint NOT NULL,
+         body    text NOT NULL,
+         PRIMARY KEY (saga_id, seq)
+     );",
+];
+
+/// Taken (per transaction) while a schema is created or migrated, so that
+/// workers starting together do it once.
+const MIGRATION_LOCK: i64 = 0x5a6a_0001;
+
+/// The most appends one transaction takes; the rest wait for the next.
+const MAX_BATCH: usize = 1024;
+
+const SUMMARY_COLUMNS: &str = "id, name, fingerprint, state, created_ms, updated_ms";
+
+/// Writes a new saga, owned by this worker, and its first records.
+const CREATE: &str = "
+    WITH saga AS (
+        INSERT INTO sagas (id, name, fingerprint, state, created_ms, updated_ms,
+                           owner, token, lease_until)
+        VALUES ($1, $2, $3, $4, $5, $5,
+                CASE WHEN $4 = 'running' THEN $6 END, 1,
+                now() + interval '1 millisecond' * $7::bigint)
+        RETURNING token
+    ), written AS (
+        INSERT INTO records (saga_id, seq, at_ms, body)
+        SELECT $1, r.seq, r.at_ms, r.body
+        FROM unnest($8::bigint[], $9::bigint[], $10::text[]) AS r (seq, at_ms, body)
+    )
+    SELECT token FROM saga";
+
+/// Writes records of a saga this worker holds (token `$3`), or takes it
+/// over first if it holds none (`$3` = 0) and the saga is unfinished and
+/// free (stuck, say), its own, or its lease expired. Returns the token, or
+/// no row if refused (then nothing is written). A finished saga takes no
+/// more records.
+const APPEND: &str = "
+    WITH saga AS (
+        UPDATE sagas SET
+            token = CASE WHEN owner IS DISTINCT FROM $2 THEN token + 1 ELSE token END,
+            owner = CASE WHEN coalesce($5, state) = 'running' THEN $2 END,
+            lease_until = now() + interval '1 millisecond' * $4::bigint,
+            state = coalesce($5, state),
+            updated_ms = CASE WHEN $5 IS NULL THEN updated_ms ELSE $6 END
+        WHERE id = $1
+          AND ((owner = $2 AND token = $3)
+               OR ($3 = 0 AND state NOT IN ('completed', 'compensated')
+                   AND (owner IS NULL OR owner = $2 OR lease_until < now())))
+        RETURNING token
+    ), written AS (
+        INSERT INTO records (saga_id, seq, at_ms, body)
+        SELECT $1, r.seq, r.at_ms, r.body
+        FROM unnest($7::bigint[], $8::bigint[], $9::text[]) AS r (seq, at_ms, body)
+        WHERE EXISTS (SELECT 1 FROM saga)
+    )
+    SELECT token FROM saga";
+
+/// Takes over a page of unfinished sagas that are free, this worker's, or
+/// whose lease expired (skipping any another transaction is taking).
+const CLAIM_PAGE: &str = "
+    WITH page AS (
+        SELECT id FROM sagas
+        WHERE state = 'running' AND ($1::uuid IS NULL OR id > $1)
+          AND (owner IS NULL OR owner = $2 OR lease_until < now())
+        ORDER BY id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE sagas s SET
+        token = CASE WHEN s.owner IS DISTINCT FROM $2 THEN s.token + 1 ELSE s.token END,
+        owner = $2,
+        lease_until = now() + interval '1 millisecond' * $4::bigint
+    FROM page WHERE s.id = page.id
+    RETURNING s.id, s.name, s.fingerprint, s.state, s.created_ms, s.updated_ms, s.token";
+
+/// A [`Store`] in a PostgreSQL database, shared by many workers.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use saga_runtime::store::{PostgresStore, Store};
+/// # #[tokio::main] async fn main() -> Result<(), saga_runtime::store::StoreError> {
+/// let store = PostgresStore::builder("postgres://postgres@127.0.0.1/app")
+///     .schema("sagas")
+///     .worker("billing-1")
+///     .lease(Duration::from_secs(15))
+///     .connect()
+///     .await?;
+/// let unfinished = store.unfinished().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    reader: Client,
+    writer: mpsc::UnboundedSender<Append>,
+    owner: Arc<Ownership>,
+    schema: String,
+    stats: Arc<Counters>,
+    /// The lease renewer and the connections' drivers.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The writer ends by itself once every sender is gone, after
+        // answering what it was sent; the renewer would run forever.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Which sagas this worker holds, and with which token.
+struct Ownership {
+    worker: String,
+    lease_ms: i64,
+    tokens: Mutex<HashMap<SagaId, i64>>,
+}
+
+impl Ownership {
+    fn token(&self, id: SagaId) -> i64 {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.get(&id).copied().unwrap_or(0)
+    }
+
+    fn hold(&self, id: SagaId, token: i64) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(id, token);
+    }
+
+    fn release(&self, id: SagaId) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.remove(&id);
+    }
+}
+
+/// Configures a [`PostgresStore`]; see [`PostgresStore::builder`].
+#[derive(Clone, Debug)]
+pub struct PostgresBuilder {
+    url: String,
+    schema: String,
+    worker: Option<String>,
+    lease: Duration,
+}
+
+impl PostgresBuilder {
+    /// The schema that holds the store's tables (created if missing;
+    /// default `saga`). Letters, digits and `_` only.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// This worker's id (default: a new random one per store). Use a
+    /// stable id per worker, and one process per id at a time.
+    pub fn worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+
+    /// How long a saga stays this worker's without a renewal (default 15
+    /// s). Shorter, a dead worker's sagas are taken over sooner; longer, a
+    /// worker survives longer pauses without losing its sagas.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Connects (two connections: one writes, one reads), creates or
+    /// migrates the schema, and starts renewing this worker's leases.
+    /// Needs a tokio runtime.
+    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
+        if self.schema.is_empty()
+            || !self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(StoreError::Backend(format!(
+                "invalid PostgreSQL schema name `{}`: use letters, digits and `_`",
+                self.schema
+            )));
+        }
+        let lease_ms = i64::try_from(self.lease.as_millis())
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "invalid lease {:?}: it must be at least 1 ms",
+                    self.lease
+                ))
+            })?;
+        let mut tasks = Vec::new();
+        let (mut write_conn, driver) = open(&self.url, &self.schema).await?;
+        tasks.push(driver);
+        migrate(&mut write_conn, &self.schema).await?;
+        let (reader, driver) = open(&self.url, &self.schema).await?;
+        tasks.push(driver);
+        let owner = Arc::new(Ownership {
+            worker: self
+                .worker
+                .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4())),
+            lease_ms,
+            tokens: Mutex::new(HashMap::new()),
+        });
+        let stats = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(
+            write_conn,
+            rx,
+            Arc::clone(&owner),
+            Arc::clone(&stats),
+        ));
+        let (renew_conn, driver) = open(&self.url, &self.schema).await?;
+        tasks.push(driver);
+        tasks.push(tokio::spawn(renew(renew_conn, Arc::clone(&owner))));
+        Ok(PostgresStore {
+            shared: Arc::new(Shared {
+                reader,
+                writer: tx,
+                owner,
+                schema: self.schema,
+                stats,
+                tasks,
+            }),
+        })
+    }
+}
+
+/// One append: its records, encoded, and what it changes in the summary.
+struct Append {
+    id: SagaId,
+    seqs: Vec<i64>,
+    at_ms: Vec<i64>,
+    bodies: Vec<String>,
+    created: Option<(String, i64)>,
+    state: Option<(SagaState, i64)>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+fn backend(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(format!("PostgreSQL: {e}"))
+}
+
+impl PostgresStore {
+    /// Configures a store on the database at `url` (a `postgres://` URL or
+    /// a `key=value` connection string).
+    pub fn builder(url: impl Into<String>) -> PostgresBuilder {
+        PostgresBuilder {
+            url: url.into(),
+            schema: "saga".into(),
+            worker: None,
+            lease: Duration::from_secs(15),
+        }
+    }
+
+    /// This worker's id.
+    pub fn worker(&self) -> &str {
+        &self.shared.owner.worker
+    }
+
+    /// The schema that holds the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.shared.schema
+    }
+
+    /// Records and transactions written since the store was connected.
+    pub fn stats(&self) -> CommitStats {
+        self.shared.stats.read()
+    }
+
+    /// Encodes `records` and hands them to the writer; the receiver answers
+    /// once they are durable.
+    fn enqueue(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Option<oneshot::Receiver<Result<(), StoreError>>>, StoreError> {
+        let Some(first) = records.first() else {
+            return Ok(None);
+        };
+        let id = first.saga_id;
+        let created = created(first).map(|(name, fp)| (name.to_string(), fp as i64));
+        let state =
+            final_state(&records).map(|s| (s, records.last().map_or(0, |r| r.at_ms) as i64));
+        let mut bodies = Vec::with_capacity(records.len());
+        for r in &records {
+            bodies.push(
+                serde_json::to_string(&r.entry).map_err(|e| StoreError::Encode {
+                    saga: id,
+                    message: e.to_string(),
+                })?,
+            );
+        }
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .writer
+            .send(Append {
+                id,
+                seqs: records.iter().map(|r| r.seq as i64).collect(),
+                at_ms: records.iter().map(|r| r.at_ms as i64).collect(),
+                bodies,
+                created,
+                state,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Some(answer))
+    }
+
+    /// The records of the sagas `ids`, grouped by saga, each in `seq` order.
+    async fn records_of(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<HashMap<uuid::Uuid, Vec<StoredRecord>>, StoreError> {
+        let rows = self
+            .shared
+            .reader
+            .query(
+                "SELECT saga_id, seq, at_ms, body FROM records
+                 WHERE saga_id = ANY($1) ORDER BY saga_id, seq",
+                &[&ids],
+            )
+            .await
+            .map_err(backend)?;
+        let mut by_saga: HashMap<uuid::Uuid, Vec<StoredRecord>> = HashMap::new();
+        for row in rows {
+            by_saga.entry(row.get(0)).or_default().push(StoredRecord {
+                seq: row.get::<_, i64>(1) as u64,
+                at_ms: row.get::<_, i64>(2) as u64,
+                body: row.get(3),
+            });
+        }
+        Ok(by_saga)
+    }
+}
+
+/// Opens a connection whose tables are those of `schema`; returns it and
+/// the task that drives it.
+async fn open(url: &str, schema: &str) -> Result<(Client, JoinHandle<()>), StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "saga store: PostgreSQL connection failed");
+        }
+    });
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
+        ))
+        .await
+        .map_err(backend)?;
+    Ok((client, driver))
+}
+
+async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(backend)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(backend)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS saga_schema (version integer NOT NULL)")
+        .await
+        .map_err(backend)?;
+    let found: i32 = tx
+        .query_opt("SELECT version FROM saga_schema", &[])
+        .await
+        .map_err(backend)?
+        .map_or(0, |row| row.get(0));
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: format!("PostgreSQL schema `{schema}`"),
+            found: i64::from(found),
+            supported: i64::from(SCHEMA_VERSION),
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    for step in &MIGRATIONS[found as usize..] {
+        tx.batch_execute(step).await.map_err(backend)?;
+    }
+    tx.execute("DELETE FROM saga_schema", &[])
+        .await
+        .map_err(backend)?;
+    tx.execute(
+        "INSERT INTO saga_schema (version) VALUES ($1)",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(backend)?;
+    tx.commit().await.map_err(backend)
+}
+
+/// Renews this worker's leases every third of the lease.
+async fn renew(client: Client, owner: Arc<Ownership>) {
+    let every = Duration::from_millis((owner.lease_ms / 3).max(1) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let renewed = client
+            .execute(
+                "UPDATE sagas SET lease_until = now() + interval '1 millisecond' * $2::bigint
+                 WHERE owner = $1 AND state = 'running'",
+                &[&owner.worker, &owner.lease_ms],
+            )
+            .await;
+        if let Err(e) = renewed {
+            tracing::warn!(error = %e, worker = %owner.worker, "saga store: cannot renew leases");
+        }
+    }
+}
+
+/// The writer: takes every append waiting, writes them in one transaction,
+/// then answers each.
+async fn writer(
+    mut client: Client,
+    mut rx: mpsc::UnboundedReceiver<Append>,
+    owner: Arc<Ownership>,
+    stats: Arc<Counters>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut appends = vec![first];
+        while appends.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(append) => appends.push(append),
+                Err(_) => break,
+            }
+        }
+        write_appends(&mut client, appends, &owner, &stats).await;
+    }
+}
+
+async fn write_appends(
+    client: &mut Client,
+    appends: Vec<Append>,
+    owner: &Ownership,
+    stats: &Counters,
+) {
+    // The fast path writes every append in one transaction. An append that
+    // fails (a conflicting record) aborts it; the batch is then written
+    // again without the failed ones, so one bad append fails alone. An
+    // append refused for want of a lease writes nothing and aborts nothing.
+    let mut failed: Vec<Option<StoreError>> = appends.iter().map(|_| None).collect();
+    let outcome = loop {
+        match write_batch(client, &appends, &failed, owner).await {
+            Ok(done) => break Ok(done),
+            Err(BatchError::Append(i, e)) => failed[i] = Some(conflict_or_backend(&appends[i], e)),
+            Err(BatchError::Transaction(e)) => break Err(backend(e)),
+        }
+    };
+    match outcome {
+        Ok(tokens) => {
+            stats.transactions.fetch_add(1, Ordering::Relaxed);
+            let mut written = 0;
+            for ((append, failure), token) in appends.into_iter().zip(failed).zip(tokens) {
+                let result = match (failure, token) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(token)) => {
+                        written += append.seqs.len() as u64;
+                        let running = append
+                            .state
+                            .is_none_or(|(state, _)| state == SagaState::Running);
+                        if running {
+                            owner.hold(append.id, token);
+                        } else {
+                            owner.release(append.id);
+                        }
+                        Ok(())
+                    }
+                    (None, None) => {
+                        owner.release(append.id);
+                        Err(StoreError::LeaseLost { saga: append.id })
+                    }
+                };
+                let _ = append.reply.send(result);
+            }
+            stats.records.fetch_add(written, Ordering::Relaxed);
+        }
+        Err(error) => {
+            for append in appends {
+                let _ = append.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+enum BatchError {
+    /// Append `i` failed; the transaction was rolled back.
+    Append(usize, tokio_postgres::Error),
+    /// The transaction itself failed.
+    Transaction(tokio_postgres::Error),
+}
+
+/// Writes every append not marked failed in one transaction; returns, per
+/// append, the token it was written under (`None` if refused or skipped).
+async fn write_batch(
+    client: &mut Client,
+    appends: &[Append],
+    failed: &[Option<StoreError>],
+    owner: &Ownership,
+) -> Result<Vec<Option<i64>>, BatchError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(BatchError::Transaction)?;
+    let create = tx.prepare(CREATE).await.map_err(BatchError::Transaction)?;
+    let append = tx.prepare(APPEND).await.map_err(BatchError::Transaction)?;
+    let mut tokens = Vec::with_capacity(appends.len());
+    for (i, a) in appends.iter().enumerate() {
+        if failed[i].is_some() {
+            tokens.push(None);
+            continue;
+        }
+        let id = a.id.as_uuid();
+        let state = a.state.map(|(s, _)| s.as_str());
+        let at = a.state.map_or(0, |(_, at)| at);
+        let row = match &a.created {
+            Some((name, fingerprint)) => {
+                let first_at = a.at_ms.first().copied().unwrap_or(0);
+                tx.query_opt(
+                    &create,
+                    &[
+                        &id,
+                        name,
+                        fingerprint,
+                        &state.unwrap_or("running"),
+                        &first_at,
+                        &owner.worker,
+                        &owner.lease_ms,
+                        &a.seqs,
+                        &a.at_ms,
+                        &a.bodies,
+                    ],
+                )
+                .await
+            }
+            None => {
+                tx.query_opt(
+                    &append,
+                    &[
+                        &id,
+                        &owner.worker,
+                        &owner.token(a.id),
+                        &owner.lease_ms,
+                        &state,
+                        &at,
+                        &a.seqs,
+                        &a.at_ms,
+                        &a.bodies,
+                    ],
+                )
+                .await
+            }
+        };
+        match row {
+            Ok(row) => tokens.push(row.map(|r| r.get::<_, i64>(0))),
+            // Dropping the transaction rolls it back.
+            Err(e) => return Err(BatchError::Append(i, e)),
+        }
+    }
+    tx.commit().await.map_err(BatchError::Transaction)?;
+    Ok(tokens)
+}
+
+fn conflict_or_backend(append: &Append, e: tokio_postgres::Error) -> StoreError {
+    match (e.code(), append.seqs.first()) {
+        (Some(code), Some(seq)) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict {
+            saga: append.id,
+            seq: *seq as u64,
+        },
+        _ => backend(e),
+    }
+}
+
+fn summary(row: &Row) -> Result<SagaSummary, StoreError> {
+    let id: uuid::Uuid = row.get(0);
+    let state: String = row.get(3);
+    Ok(SagaSummary {
+        id: SagaId::from(id),
+        name: row.get(1),
+        fingerprint: row.get::<_, i64>(2) as u64,
+        state: SagaState::parse(&state).ok_or_else(|| {
+            StoreError::Backend(format!("saga {id} has an invalid state `{state}`"))
+        })?,
+        created_ms: row.get::<_, i64>(4) as u64,
+        updated_ms: row.get::<_, i64>(5) as u64,
+    })
+}
+
+impl Store for PostgresStore {
+    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Encode and enqueue now, so appends are ordered by call.
+        let sent = self.enqueue(records);
+        Box::pin(async move {
+            match sent? {
+                Some(answer) => answer.await.map_err(|_| StoreError::Closed)?,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {
+        Box::pin(async move {
+            let row = self
+                .shared
+                .reader
+                .query_opt(
+                    &format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE id = $1"),
+                    &[&id.as_uuid()],
+                )
+                .await
+                .map_err(backend)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let summary = summary(&row)?;
+            let mut records = self.records_of(&[id.as_uuid()]).await?;
+            Ok(Some(StoredSaga {
+                summary,
+                records: records.remove(&id.as_uuid()).unwrap_or_default(),
+            }))
+        })
+    }
+
+    /// The unfinished sagas this worker takes: those that are free, its
+    /// own, or whose lease expired, in id order. A saga another worker
+    /// holds under a live lease is not listed (that worker runs it).
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        Box::pin(async move {
+            let owner = &self.shared.owner;
+            let after = after.map(|id| id.as_uuid());
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = self
+                .shared
+                .reader
+                .query(
+                    CLAIM_PAGE,
+                    &[&after, &owner.worker, &limit, &owner.lease_ms],
+                )
+                .await
+                .map_err(backend)?;
+            let mut sagas = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let summary = summary(row)?;
+                owner.hold(summary.id, row.get(6));
+                sagas.push(summary);
+            }
+            sagas.sort_by_key(|s| s.id);
+            let ids: Vec<uuid::Uuid> = sagas.iter().map(|s| s.id.as_uuid()).collect();
+            let mut records = self.records_of(&ids).await?;
+            Ok(sagas
+                .into_iter()
+                .map(|summary| StoredSaga {
+                    records: records.remove(&summary.id.as_uuid()).unwrap_or_default(),
+                    summary,
+                })
+                .collect())
+        })
+    }
+
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+        Box::pin(async move {
+            let state = filter.state.map(|s| s.as_str());
+            let created_after = filter.created_after_ms.map(|t| t as i64);
+            let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+            let rows = self
+                .shared
+                .reader
+                .query(
+                    &format!(
+                        "SELECT {SUMMARY_COLUMNS} FROM sagas
+                         WHERE ($1::text IS NULL OR state = $1)
+                           AND ($2::text IS NULL OR name = $2)
+                           AND ($3::bigint IS NULL OR created_ms >= $3)
+                         ORDER BY created_ms DESC, id DESC
+                         LIMIT $4"
+                    ),
+                    &[&state, &filter.name, &created_after, &limit],
+                )
+                .await
+                .map_err(backend)?;
+            rows.iter().map(summary).collect()
+        })
+    }
+
+    fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+            let row = self
+                .shared
+                .reader
+                .query_one(
+                    "WITH gone AS (
+                         DELETE FROM sagas
+                         WHERE state IN ('completed', 'compensated') AND updated_ms < $1
+                         RETURNING id
+                     ), records_gone AS (
+                         DELETE FROM records WHERE saga_id IN (SELECT id FROM gone)
+                     )
+                     SELECT count(*) FROM gone",
+                    &[&before],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+}

@@ -1,0 +1,443 @@
+//! The PostgreSQL store against a real server: group commit, conflicts,
+//! leases and fencing between workers, recovery through the runtime.
+//!
+//! The server is the one at `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1/test`); each test works in a schema of its
+//! own, dropped at its end, so runs never collide.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga::prelude::*;
+use saga_runtime::SagaId;
+use saga_runtime::log::{DefinitionSnapshot, Entry, Record, SagaState};
+use saga_runtime::store::{ListFilter, PostgresStore, Store, StoreError};
+
+fn url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into())
+}
+
+/// A schema of one test's own.
+struct Schema {
+    name: String,
+}
+
+impl Schema {
+    fn new() -> Schema {
+        Schema {
+            name: format!("saga_test_{}", SagaId::random().as_uuid().simple()),
+        }
+    }
+
+    /// A store in this schema for worker `worker`.
+    async fn store(&self, worker: &str, lease: Duration) -> PostgresStore {
+        PostgresStore::builder(url())
+            .schema(&self.name)
+            .worker(worker)
+            .lease(lease)
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot use PostgreSQL at {}: {e}\n(start it, or point DATABASE_URL at one)",
+                    url()
+                )
+            })
+    }
+
+    /// Runs `sql` in this schema, as an operator (or a test) would.
+    async fn sql(&self, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("SET search_path TO \"{}\"; {sql}", self.name))
+            .await
+            .expect("sql");
+        drop(client);
+        let _ = driver.await;
+    }
+
+    async fn drop_it(self) {
+        self.sql(&format!("DROP SCHEMA \"{}\" CASCADE", self.name))
+            .await;
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn created(id: SagaId) -> Record {
+    Record::new(
+        id,
+        0,
+        Entry::Created {
+            saga: "Transfer".into(),
+            fingerprint: u64::MAX - 1,
+            input: serde_json::json!({ "amount": 10 }),
+            definition: DefinitionSnapshot { steps: vec![] },
+        },
+    )
+}
+
+fn started(id: SagaId, seq: u64) -> Record {
+    Record::new(
+        id,
+        seq,
+        Entry::StepStarted {
+            step: "hold".into(),
+            attempt: seq as u32,
+        },
+    )
+}
+
+#[tokio::test]
+async fn records_come_back_in_order_and_each_saga_state_is_tracked() {
+    let schema = Schema::new();
+    let store = schema.store("a", LONG).await;
+    let (running, done) = (SagaId::new(), SagaId::new());
+    store.append(vec![created(running)]).await.unwrap();
+    store
+        .append(vec![started(running, 1), started(running, 2)])
+        .await
+        .unwrap();
+    store.append(vec![created(done)]).await.unwrap();
+    store
+        .append(vec![Record::new(done, 1, Entry::Completed)])
+        .await
+        .unwrap();
+
+    let loaded = store.load(running).await.unwrap().expect("saga");
+    assert_eq!(loaded.summary.name, "Transfer");
+    assert_eq!(loaded.summary.fingerprint, u64::MAX - 1);
+    assert_eq!(loaded.summary.state, SagaState::Running);
+    let seqs: Vec<u64> = loaded.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    assert_eq!(
+        loaded.records[2].decode().unwrap(),
+        started(running, 2).entry
+    );
+    assert_eq!(
+        store.load(done).await.unwrap().unwrap().summary.state,
+        SagaState::Completed
+    );
+    assert!(store.load(SagaId::new()).await.unwrap().is_none());
+
+    let unfinished = store.unfinished().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].summary.id, running);
+    assert_eq!(unfinished[0].records.len(), 3);
+
+    let completed = store
+        .list(ListFilter {
+            state: Some(SagaState::Completed),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(completed.iter().map(|s| s.id).collect::<Vec<_>>(), [done]);
+    assert_eq!(store.list(ListFilter::default()).await.unwrap().len(), 2);
+
+    // Only finished sagas older than the cut-off go.
+    assert_eq!(store.prune(0).await.unwrap(), 0);
+    assert_eq!(store.prune(u64::MAX / 2).await.unwrap(), 1);
+    assert!(store.load(done).await.unwrap().is_none());
+    assert!(store.load(running).await.unwrap().is_some());
+    schema.drop_it().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_transactions() {
+    let schema = Schema::new();
+    let store = schema.store("a", LONG).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..256 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let id = SagaId::new();
+            store.append(vec![created(id)]).await?;
+            for seq in 1..4 {
+                store.append(vec![started(id, seq)]).await?;
+            }
+            Ok::<_, StoreError>(id)
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        ids.push(done.unwrap().unwrap());
+    }
+    for id in ids {
+        assert_eq!(store.load(id).await.unwrap().unwrap().records.len(), 4);
+    }
+    let stats = store.stats();
+    assert_eq!(stats.records, 256 * 4);
+    println!("{stats:?}");
+    assert!(
+        stats.transactions < 256 * 4,
+        "every append had a transaction of its own: {stats:?}"
+    );
+    schema.drop_it().await;
+}
+
+#[tokio::test]
+async fn a_second_writer_of_the_same_record_is_refused_and_others_unaffected() {
+    let schema = Schema::new();
+    let store = schema.store("a", LONG).await;
+    let (id, other) = (SagaId::new(), SagaId::new());
+    store.append(vec![created(id)]).await.unwrap();
+    store.append(vec![started(id, 1)]).await.unwrap();
+    // Both in one batch: the duplicate fails alone.
+    let again = store.append(vec![started(id, 1)]);
+    let fine = store.append(vec![created(other)]);
+    let (again, fine) = tokio::join!(again, fine);
+    assert!(
+        matches!(again, Err(StoreError::Conflict { saga, seq: 1 }) if saga == id),
+        "{again:?}"
+    );
+    fine.unwrap();
+    assert_eq!(store.load(id).await.unwrap().unwrap().records.len(), 2);
+    // A saga created twice is a conflict too.
+    assert!(matches!(
+        store.append(vec![created(id)]).await,
+        Err(StoreError::Conflict { seq: 0, .. })
+    ));
+    schema.drop_it().await;
+}
+
+#[tokio::test]
+async fn a_worker_cannot_write_or_take_a_saga_another_holds() {
+    let schema = Schema::new();
+    let a = schema.store("a", LONG).await;
+    let b = schema.store("b", LONG).await;
+    let id = SagaId::new();
+    a.append(vec![created(id)]).await.unwrap();
+
+    let refused = b.append(vec![started(id, 1)]).await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { saga }) if saga == id),
+        "{refused:?}"
+    );
+    assert!(b.unfinished().await.unwrap().is_empty());
+    // The holder writes on.
+    a.append(vec![started(id, 1)]).await.unwrap();
+    assert_eq!(a.load(id).await.unwrap().unwrap().records.len(), 2);
+    schema.drop_it().await;
+}
+
+#[tokio::test]
+async fn a_saga_whose_lease_expired_is_taken_over_and_its_old_owner_fenced_off() {
+    let schema = Schema::new();
+    let a = schema.store("a", LONG).await;
+    let b = schema.store("b", LONG).await;
+    let id = SagaId::new();
+    a.append(vec![created(id)]).await.unwrap();
+    // Worker a stalls for longer than its lease (as if paused or cut off).
+    schema
+        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
+        .await;
+
+    let taken = b.unfinished().await.unwrap();
+    assert_eq!(taken.iter().map(|s| s.summary.id).collect::<Vec<_>>(), [id]);
+    // Worker a wakes up and tries to go on: refused, nothing written.
+    let late = a.append(vec![started(id, 1)]).await;
+    assert!(
+        matches!(late, Err(StoreError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    b.append(vec![started(id, 1)]).await.unwrap();
+    b.append(vec![Record::new(id, 2, Entry::Completed)])
+        .await
+        .unwrap();
+    let log = b.load(id).await.unwrap().unwrap();
+    assert_eq!(log.records.len(), 3);
+    assert_eq!(log.summary.state, SagaState::Completed);
+    // Finished, the saga is nobody's: a's stale token still opens nothing.
+    assert!(matches!(
+        a.append(vec![started(id, 3)]).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    schema.drop_it().await;
+}
+
+#[tokio::test]
+async fn leases_are_renewed_while_their_worker_lives() {
+    let schema = Schema::new();
+    let a = schema.store("a", Duration::from_millis(300)).await;
+    let b = schema.store("b", LONG).await;
+    let id = SagaId::new();
+    a.append(vec![created(id)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        b.unfinished().await.unwrap().is_empty(),
+        "a's lease lapsed while a was alive"
+    );
+    // Once a is gone, its lease runs out and b takes the saga.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(b.unfinished().await.unwrap().len(), 1);
+    schema.drop_it().await;
+}
+
+#[tokio::test]
+async fn a_restarted_worker_takes_its_own_sagas_back_at_once() {
+    let schema = Schema::new();
+    let id = SagaId::new();
+    {
+        let before = schema.store("node-1", LONG).await;
+        before.append(vec![created(id)]).await.unwrap();
+    }
+    let after = schema.store("node-1", LONG).await;
+    let back = after.unfinished().await.unwrap();
+    assert_eq!(back.iter().map(|s| s.summary.id).collect::<Vec<_>>(), [id]);
+    after.append(vec![started(id, 1)]).await.unwrap();
+    schema.drop_it().await;
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_left_alone() {
+    let schema = Schema::new();
+    drop(schema.store("a", LONG).await);
+    schema.sql("UPDATE saga_schema SET version = 99").await;
+    let refused = PostgresStore::builder(url())
+        .schema(&schema.name)
+        .connect()
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(refused, StoreError::SchemaTooNew { found: 99, .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains(&schema.name), "{refused}");
+    schema.drop_it().await;
+}
+
+#[tokio::test]
+async fn a_bad_schema_name_is_refused() {
+    let refused = PostgresStore::builder(url())
+        .schema("x\"; DROP TABLE y; --")
+        .connect()
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("invalid PostgreSQL schema name")
+    );
+}
+
+/// Three steps; the second fails while `fail` is set.
+struct Transfer {
+    fail: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+impl Classify for Refused {
+    fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+#[saga(input = u64)]
+impl Transfer {
+    #[step(compensate = release)]
+    async fn hold(&self, input: &u64) -> Result<u64, Refused> {
+        Ok(*input)
+    }
+    async fn release(&self) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    #[step(compensate = reverse)]
+    async fn credit(&self, hold: &u64) -> Result<u64, Refused> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Refused);
+        }
+        Ok(hold + 1)
+    }
+    async fn reverse(&self) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    #[step(pivot)]
+    async fn capture(&self, credit: &u64) -> Result<u64, Refused> {
+        Ok(credit + 1)
+    }
+}
+
+async fn runtime(store: PostgresStore, fail: bool) -> Runtime {
+    let runtime = Runtime::builder().store(store).build().await.unwrap();
+    runtime.register(Arc::new(Transfer {
+        fail: std::sync::atomic::AtomicBool::new(fail),
+    }));
+    runtime
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_run_durably_and_an_interrupted_one_is_recovered() {
+    let schema = Schema::new();
+    let store = schema.store("node-1", LONG).await;
+    let rt = runtime(store.clone(), false).await;
+    let done = rt.run::<Transfer>(7).await.unwrap();
+    assert_eq!(done.completed().map(|o| o.capture), Some(9));
+    let rt_failing = runtime(store.clone(), true).await;
+    assert!(matches!(
+        rt_failing.run::<Transfer>(7).await.unwrap(),
+        Outcome::Compensated(_)
+    ));
+    let states: Vec<SagaState> = store
+        .list(ListFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.state)
+        .collect();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&SagaState::Completed));
+    assert!(states.contains(&SagaState::Compensated));
+
+    // A saga cut off after its first step by a crash of node-1 ...
+    let def = Transfer::definition();
+    let id = SagaId::new();
+    let created = Entry::Created {
+        saga: def.name().into(),
+        fingerprint: def.fingerprint(),
+        input: serde_json::json!(40),
+        definition: DefinitionSnapshot::of(def),
+    };
+    let records = vec![
+        Record::new(id, 0, created),
+        Record::new(
+            id,
+            1,
+            Entry::StepStarted {
+                step: "hold".into(),
+                attempt: 1,
+            },
+        ),
+        Record::new(
+            id,
+            2,
+            Entry::StepSucceeded {
+                step: "hold".into(),
+                attempt: 1,
+                output: serde_json::json!(40),
+            },
+        ),
+    ];
+    store.append(records).await.unwrap();
+    drop((rt, rt_failing, store));
+
+    // ... is finished by node-1 restarted, right away.
+    let store = schema.store("node-1", LONG).await;
+    let rt = runtime(store.clone(), false).await;
+    let report = rt.recover().await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    let log = store.load(id).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, SagaState::Completed);
+    schema.drop_it().await;
+}
