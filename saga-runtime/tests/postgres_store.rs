@@ -441,3 +441,99 @@ async fn sagas_run_durably_and_an_interrupted_one_is_recovered() {
     assert_eq!(log.summary.state, SagaState::Completed);
     schema.drop_it().await;
 }
+
+/// Three steps; the pivot waits for `gate` (if any) to open.
+struct Slow {
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[saga(input = u64)]
+impl Slow {
+    #[step(compensate = release)]
+    async fn hold(&self, input: &u64) -> Result<u64, Refused> {
+        Ok(*input)
+    }
+    async fn release(&self) -> Result<(), Refused> {
+        Ok(())
+    }
+
+    #[step(pivot)]
+    async fn wait(&self, hold: &u64) -> Result<u64, Refused> {
+        if let Some(gate) = &self.gate {
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _open = gate.acquire().await.expect("gate");
+        }
+        Ok(hold + 1)
+    }
+
+    #[step]
+    async fn capture(&self, wait: &u64) -> Result<u64, Refused> {
+        Ok(wait + 1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_is_fenced_off_while_another_finishes_its_sagas() {
+    const N: usize = 10;
+    let schema = Schema::new();
+    // Worker a starts sagas and stalls inside their pivot.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = Runtime::builder()
+        .store(schema.store("a", LONG).await)
+        .build()
+        .await
+        .unwrap();
+    a.register(Arc::new(Slow {
+        gate: Some(Arc::clone(&gate)),
+        waiting: Arc::clone(&waiting),
+    }));
+    let mut handles = Vec::new();
+    for i in 0..N {
+        handles.push(a.start::<Slow>(i as u64).await.unwrap());
+    }
+    while waiting.load(std::sync::atomic::Ordering::SeqCst) < N {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // It stays stalled past its leases ...
+    schema
+        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
+        .await;
+    // ... so worker b takes its sagas over and finishes them.
+    let b_store = schema.store("b", LONG).await;
+    let b = Runtime::builder()
+        .store(b_store.clone())
+        .build()
+        .await
+        .unwrap();
+    b.register(Arc::new(Slow {
+        gate: None,
+        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    }));
+    let report = b.recover().await.unwrap();
+    assert_eq!(report.completed, N, "{report:?}");
+
+    // Worker a wakes up: every write it tries is refused, and its runs stop.
+    gate.add_permits(N);
+    for handle in handles {
+        let id = handle.id();
+        let stopped = handle.outcome().await;
+        assert!(
+            matches!(&stopped, Err(saga_runtime::Error::Store(StoreError::LeaseLost { saga })) if *saga == id),
+            "{stopped:?}"
+        );
+        let log = b_store.load(id).await.unwrap().unwrap();
+        assert_eq!(log.summary.state, SagaState::Completed);
+        let waits_done = log
+            .records
+            .iter()
+            .filter(|r| {
+                matches!(r.decode().unwrap(), Entry::StepSucceeded { step, .. } if step == "wait")
+            })
+            .count();
+        assert_eq!(waits_done, 1, "only b's run of the pivot is in the log");
+    }
+    schema.drop_it().await;
+}
