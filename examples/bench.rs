@@ -7,7 +7,8 @@
 //! 100,000 unfinished sagas, and heap per saga in flight and after.
 //! The criterion benches (`cargo bench`) measure the first two with
 //! statistics; this is the quick table. Name rows to run only those:
-//! `memory`, `durable`, `recovery`, `resident`, `future`.
+//! `memory`, `durable`, `recovery`, `resident`, `future`; and `postgres`
+//! (only when named, built with `--features postgres`).
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -154,6 +155,56 @@ fn durable_row(dir: &std::path::Path) {
             stats.records_per_transaction()
         ),
     );
+}
+
+/// Durable sagas on PostgreSQL (`--features postgres`; the server at
+/// `DATABASE_URL`), in a schema of their own, dropped after.
+#[cfg(feature = "postgres")]
+fn postgres_row() {
+    use saga::store::PostgresStore;
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into());
+    let schema = format!("saga_bench_{}", SagaId::random().as_uuid().simple());
+    let multi = tokio::runtime::Runtime::new().expect("tokio");
+    multi.block_on(async {
+        let store = match PostgresStore::builder(&url).schema(&schema).connect().await {
+            Ok(store) => store,
+            Err(e) => {
+                println!("durable (PostgreSQL): skipped, {e}");
+                return;
+            }
+        };
+        let runtime = Runtime::builder()
+            .store(store.clone())
+            .build()
+            .await
+            .expect("runtime");
+        runtime.register(Arc::new(Noop { fail_last: false }));
+        let saga = rate(IN_FLIGHT, || in_flight(&runtime, false)).await;
+        let stats = store.stats();
+        row(
+            "durable (PostgreSQL), 256 in flight",
+            kilo(saga),
+            "-".into(),
+            format!(
+                "{:.0} records per commit; leases and fencing checked on every write",
+                stats.records_per_transaction()
+            ),
+        );
+        drop((runtime, store));
+        if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await;
+        }
+    });
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_row() {
+    println!("durable (PostgreSQL): run with --features postgres to measure");
 }
 
 /// Writes `n` sagas stopped after their first step's output, in batches.
@@ -355,6 +406,9 @@ fn main() {
     }
     if wanted("durable") {
         durable_row(&dir);
+    }
+    if only.iter().any(|o| o == "postgres") {
+        postgres_row();
     }
     if wanted("recovery") {
         recovery_row(&dir);

@@ -1,10 +1,12 @@
 //! A real process, killed with SIGKILL at random moments while it moves
 //! money with durable sagas, restarted with recovery each time: at the end
 //! every saga is completed or compensated, never half, and no money was
-//! created or lost.
+//! created or lost. Once with the log in SQLite, once in PostgreSQL (the
+//! server at `DATABASE_URL`, default `postgres://postgres@127.0.0.1/test`,
+//! in a schema of this run's own).
 //!
-//! This test runs itself as the worker (`kill_recovery --worker DIR`), so it
-//! has its own `main` (`harness = false` in Cargo.toml).
+//! This test runs itself as the worker (`kill_recovery --worker DIR STORE`),
+//! so it has its own `main` (`harness = false` in Cargo.toml).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -17,6 +19,7 @@ use saga::log::SagaState;
 use saga::prelude::*;
 use saga::store::{ListFilter, SqliteStore, Store, StoreError};
 use saga::{Error, SagaId};
+use saga_runtime::store::PostgresStore;
 use serde::{Deserialize, Serialize};
 
 const SAGAS: u64 = 1_500;
@@ -28,8 +31,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--worker") {
         let dir = PathBuf::from(&args[i + 1]);
+        let store = Log::parse(&args[i + 2]);
         let runtime = tokio::runtime::Runtime::new().expect("tokio");
-        return match runtime.block_on(worker(&dir)) {
+        return match runtime.block_on(worker(&dir, &store)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("worker: {e}");
@@ -37,38 +41,115 @@ fn main() -> ExitCode {
             }
         };
     }
-    // libtest-style output, so CI's summary counts this test.
-    println!("\nrunning 1 test");
+    // libtest-style output, so CI's summary counts these tests.
+    let schema = format!("saga_kill_{}", SagaId::random().as_uuid().simple());
+    let logs = [Log::Sqlite, Log::Postgres(schema)];
+    println!("\nrunning {} tests", logs.len());
     let started = Instant::now();
-    match killed_workers_leave_every_saga_whole() {
-        Ok(summary) => {
-            println!("test killed_workers_leave_every_saga_whole ... ok ({summary})");
-            println!(
-                "\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
-                started.elapsed().as_secs_f64()
-            );
-            ExitCode::SUCCESS
+    let mut failed = 0;
+    for log in &logs {
+        let name = format!("killed_workers_leave_every_saga_whole_{}", log.name());
+        let result = killed_workers_leave_every_saga_whole(log);
+        if let Log::Postgres(schema) = log {
+            drop_schema(schema);
         }
-        Err(message) => {
-            println!("test killed_workers_leave_every_saga_whole ... FAILED\n\n{message}");
-            println!(
-                "\ntest result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
-                started.elapsed().as_secs_f64()
-            );
-            ExitCode::FAILURE
+        match result {
+            Ok(summary) => println!("test {name} ... ok ({summary})"),
+            Err(message) => {
+                failed += 1;
+                println!("test {name} ... FAILED\n\n{message}\n");
+            }
         }
+    }
+    let (word, code) = match failed {
+        0 => ("ok", ExitCode::SUCCESS),
+        _ => ("FAILED", ExitCode::FAILURE),
+    };
+    println!(
+        "\ntest result: {word}. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
+        logs.len() - failed,
+        started.elapsed().as_secs_f64()
+    );
+    code
+}
+
+/// Where the workers keep the saga log.
+enum Log {
+    /// `sagas.db` in the run's directory.
+    Sqlite,
+    /// This schema of the PostgreSQL server.
+    Postgres(String),
+}
+
+impl Log {
+    fn name(&self) -> &'static str {
+        match self {
+            Log::Sqlite => "sqlite",
+            Log::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The worker's command-line form.
+    fn arg(&self) -> String {
+        match self {
+            Log::Sqlite => "sqlite".into(),
+            Log::Postgres(schema) => format!("postgres:{schema}"),
+        }
+    }
+
+    fn parse(arg: &str) -> Log {
+        match arg.strip_prefix("postgres:") {
+            Some(schema) => Log::Postgres(schema.into()),
+            None => Log::Sqlite,
+        }
+    }
+
+    /// Opens the log. Every worker has the same id, as one machine's
+    /// restarted worker would, so it takes its own sagas back at once.
+    async fn open(&self, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Log::Sqlite => Arc::new(SqliteStore::open(dir.join("sagas.db"))?),
+            Log::Postgres(schema) => Arc::new(
+                PostgresStore::builder(database_url())
+                    .schema(schema)
+                    .worker("kill-test")
+                    .connect()
+                    .await?,
+            ),
+        })
     }
 }
 
-fn killed_workers_leave_every_saga_whole() -> Result<String, String> {
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into())
+}
+
+fn drop_schema(schema: &str) {
+    let Ok(tokio) = tokio::runtime::Runtime::new() else {
+        return;
+    };
+    tokio.block_on(async {
+        if let Ok((client, connection)) =
+            tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .await;
+        }
+    });
+}
+
+fn killed_workers_leave_every_saga_whole(log: &Log) -> Result<String, String> {
     let dir = std::env::temp_dir().join(format!("saga-kill-{}", SagaId::new()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut seed = u64::from(std::process::id()) ^ 0x5eed;
     let mut kills = 0;
+    let args = ["--worker".to_string(), dir.display().to_string(), log.arg()];
     for _ in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["--worker", &dir.display().to_string()])
+            .args(&args)
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start the worker: {e}"))?;
@@ -81,13 +162,13 @@ fn killed_workers_leave_every_saga_whole() -> Result<String, String> {
         child.wait().map_err(|e| e.to_string())?;
     }
     let status = Command::new(&exe)
-        .args(["--worker", &dir.display().to_string()])
+        .args(&args)
         .status()
         .map_err(|e| format!("cannot start the last worker: {e}"))?;
     if !status.success() {
         return Err(format!("the last worker failed: {status}"));
     }
-    let summary = check(&dir)?;
+    let summary = check(&dir, log)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(format!("{kills} kills, {summary}"))
 }
@@ -228,8 +309,8 @@ fn uuid_from(n: u64) -> u128 {
 
 /// Recovers what the previous worker left, then starts every saga not yet
 /// in the log, and runs them all to their end.
-async fn worker(dir: &Path) -> Result<(), Error> {
-    let store = SqliteStore::open(dir.join("sagas.db"))?;
+async fn worker(dir: &Path, log: &Log) -> Result<(), Error> {
+    let store = log.open(dir).await?;
     let world = Arc::new(
         World::open(&dir.join("world.db")).map_err(|e| StoreError::Backend(e.to_string()))?,
     );
@@ -277,10 +358,10 @@ async fn worker(dir: &Path) -> Result<(), Error> {
 /// Every saga completed or compensated; each completed saga withdrew,
 /// deposited and committed once; each compensated one left no net change;
 /// the money adds up.
-fn check(dir: &Path) -> Result<String, String> {
+fn check(dir: &Path, log: &Log) -> Result<String, String> {
     let tokio = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let summaries = tokio.block_on(async {
-        let store = SqliteStore::open(dir.join("sagas.db")).map_err(|e| e.to_string())?;
+        let store = log.open(dir).await.map_err(|e| e.to_string())?;
         store
             .list(ListFilter::default())
             .await

@@ -58,10 +58,32 @@ impl Schema {
         drop(client);
         let _ = driver.await;
     }
+}
 
-    async fn drop_it(self) {
-        self.sql(&format!("DROP SCHEMA \"{}\" CASCADE", self.name))
-            .await;
+impl Drop for Schema {
+    /// Drops the schema, on a thread and runtime of its own, so that it goes
+    /// whether the test passed or panicked.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio");
+            tokio.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!(
+                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+                        ))
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -143,7 +165,6 @@ async fn records_come_back_in_order_and_each_saga_state_is_tracked() {
     assert_eq!(store.prune(u64::MAX / 2).await.unwrap(), 1);
     assert!(store.load(done).await.unwrap().is_none());
     assert!(store.load(running).await.unwrap().is_some());
-    schema.drop_it().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +197,6 @@ async fn concurrent_appends_share_transactions() {
         stats.transactions < 256 * 4,
         "every append had a transaction of its own: {stats:?}"
     );
-    schema.drop_it().await;
 }
 
 #[tokio::test]
@@ -201,7 +221,6 @@ async fn a_second_writer_of_the_same_record_is_refused_and_others_unaffected() {
         store.append(vec![created(id)]).await,
         Err(StoreError::Conflict { seq: 0, .. })
     ));
-    schema.drop_it().await;
 }
 
 #[tokio::test]
@@ -221,7 +240,6 @@ async fn a_worker_cannot_write_or_take_a_saga_another_holds() {
     // The holder writes on.
     a.append(vec![started(id, 1)]).await.unwrap();
     assert_eq!(a.load(id).await.unwrap().unwrap().records.len(), 2);
-    schema.drop_it().await;
 }
 
 #[tokio::test]
@@ -256,7 +274,6 @@ async fn a_saga_whose_lease_expired_is_taken_over_and_its_old_owner_fenced_off()
         a.append(vec![started(id, 3)]).await,
         Err(StoreError::LeaseLost { .. })
     ));
-    schema.drop_it().await;
 }
 
 #[tokio::test]
@@ -275,7 +292,6 @@ async fn leases_are_renewed_while_their_worker_lives() {
     drop(a);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(b.unfinished().await.unwrap().len(), 1);
-    schema.drop_it().await;
 }
 
 #[tokio::test]
@@ -290,7 +306,6 @@ async fn a_restarted_worker_takes_its_own_sagas_back_at_once() {
     let back = after.unfinished().await.unwrap();
     assert_eq!(back.iter().map(|s| s.summary.id).collect::<Vec<_>>(), [id]);
     after.append(vec![started(id, 1)]).await.unwrap();
-    schema.drop_it().await;
 }
 
 #[tokio::test]
@@ -309,7 +324,6 @@ async fn a_newer_schema_is_refused_and_left_alone() {
         "{refused}"
     );
     assert!(refused.to_string().contains(&schema.name), "{refused}");
-    schema.drop_it().await;
 }
 
 #[tokio::test]
@@ -439,7 +453,6 @@ async fn sagas_run_durably_and_an_interrupted_one_is_recovered() {
     assert_eq!(report.completed, 1, "{report:?}");
     let log = store.load(id).await.unwrap().unwrap();
     assert_eq!(log.summary.state, SagaState::Completed);
-    schema.drop_it().await;
 }
 
 /// Three steps; the pivot waits for `gate` (if any) to open.
@@ -535,5 +548,4 @@ async fn a_stalled_worker_is_fenced_off_while_another_finishes_its_sagas() {
             .count();
         assert_eq!(waits_done, 1, "only b's run of the pivot is in the log");
     }
-    schema.drop_it().await;
 }

@@ -126,6 +126,38 @@ pub trait Store: Send + Sync + 'static {
     fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
+/// A shared store is a store: one `Arc<dyn Store>` chosen at run time (a
+/// file, or a server) serves a runtime as well as the store itself.
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>> {
+        (**self).append(records)
+    }
+
+    fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {
+        (**self).load(id)
+    }
+
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        (**self).unfinished_page(after, limit)
+    }
+
+    fn unfinished(&self) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
+        (**self).unfinished()
+    }
+
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
+        (**self).list(filter)
+    }
+
+    fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        (**self).prune(before_ms)
+    }
+}
+
 /// What a store knows of one saga without reading its records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SagaSummary {

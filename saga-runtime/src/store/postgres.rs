@@ -26,8 +26,11 @@
 //! second connection.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -145,15 +148,19 @@ const CLAIM_PAGE: &str = "
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use saga_runtime::store::{PostgresStore, Store};
-/// # #[tokio::main] async fn main() -> Result<(), saga_runtime::store::StoreError> {
+/// use saga_runtime::Runtime;
+/// use saga_runtime::store::PostgresStore;
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = PostgresStore::builder("postgres://postgres@127.0.0.1/app")
 ///     .schema("sagas")
 ///     .worker("billing-1")
 ///     .lease(Duration::from_secs(15))
 ///     .connect()
 ///     .await?;
-/// let unfinished = store.unfinished().await?;
+/// let runtime = Runtime::builder().store(store).build().await?;
+/// // Register the sagas, then finish what this worker, or a dead one, left.
+/// let report = runtime.recover().await?;
+/// println!("{} recovered", report.completed + report.compensated);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -276,8 +283,13 @@ impl PostgresBuilder {
         });
         let stats = Arc::new(Counters::default());
         let (tx, rx) = mpsc::unbounded_channel();
+        let statements = Writer {
+            create: write_conn.prepare(CREATE).await.map_err(backend)?,
+            append: write_conn.prepare(APPEND).await.map_err(backend)?,
+            client: write_conn,
+        };
         tokio::spawn(writer(
-            write_conn,
+            statements,
             rx,
             Arc::clone(&owner),
             Arc::clone(&stats),
@@ -439,6 +451,9 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
         .map_err(backend)?
         .map_or(0, |row| row.get(0));
     if found > SCHEMA_VERSION {
+        // Ended here, not when dropped (which only queues the rollback), so
+        // that the lock is free by the time the error reaches the caller.
+        tx.rollback().await.map_err(backend)?;
         return Err(StoreError::SchemaTooNew {
             path: format!("PostgreSQL schema `{schema}`"),
             found: i64::from(found),
@@ -446,7 +461,7 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
         });
     }
     if found == SCHEMA_VERSION {
-        return Ok(());
+        return tx.commit().await.map_err(backend);
     }
     for step in &MIGRATIONS[found as usize..] {
         tx.batch_execute(step).await.map_err(backend)?;
@@ -483,8 +498,15 @@ async fn renew(client: Client, owner: Arc<Ownership>) {
 
 /// The writer: takes every append waiting, writes them in one transaction,
 /// then answers each.
+/// The writer's connection, and its statements, prepared once.
+struct Writer {
+    client: Client,
+    create: tokio_postgres::Statement,
+    append: tokio_postgres::Statement,
+}
+
 async fn writer(
-    mut client: Client,
+    mut client: Writer,
     mut rx: mpsc::UnboundedReceiver<Append>,
     owner: Arc<Ownership>,
     stats: Arc<Counters>,
@@ -502,7 +524,7 @@ async fn writer(
 }
 
 async fn write_appends(
-    client: &mut Client,
+    client: &mut Writer,
     appends: Vec<Append>,
     owner: &Ownership,
     stats: &Counters,
@@ -555,6 +577,33 @@ async fn write_appends(
     }
 }
 
+/// One append's statement: its index in the batch, and the row it returned.
+type Statement<'a> =
+    Pin<Box<dyn Future<Output = (usize, Result<Option<Row>, tokio_postgres::Error>)> + Send + 'a>>;
+
+/// Awaits every future at once, returning their outputs in order.
+async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 enum BatchError {
     /// Append `i` failed; the transaction was rolled back.
     Append(usize, tokio_postgres::Error),
@@ -565,69 +614,90 @@ enum BatchError {
 /// Writes every append not marked failed in one transaction; returns, per
 /// append, the token it was written under (`None` if refused or skipped).
 async fn write_batch(
-    client: &mut Client,
+    writer: &mut Writer,
     appends: &[Append],
     failed: &[Option<StoreError>],
     owner: &Ownership,
 ) -> Result<Vec<Option<i64>>, BatchError> {
-    let tx = client
+    let tx = writer
+        .client
         .transaction()
         .await
         .map_err(BatchError::Transaction)?;
-    let create = tx.prepare(CREATE).await.map_err(BatchError::Transaction)?;
-    let append = tx.prepare(APPEND).await.map_err(BatchError::Transaction)?;
-    let mut tokens = Vec::with_capacity(appends.len());
-    for (i, a) in appends.iter().enumerate() {
-        if failed[i].is_some() {
-            tokens.push(None);
-            continue;
-        }
-        let id = a.id.as_uuid();
-        let state = a.state.map(|(s, _)| s.as_str());
-        let at = a.state.map_or(0, |(_, at)| at);
-        let row = match &a.created {
-            Some((name, fingerprint)) => {
-                let first_at = a.at_ms.first().copied().unwrap_or(0);
-                tx.query_opt(
-                    &create,
-                    &[
-                        &id,
-                        name,
-                        fingerprint,
-                        &state.unwrap_or("running"),
-                        &first_at,
-                        &owner.worker,
-                        &owner.lease_ms,
-                        &a.seqs,
-                        &a.at_ms,
-                        &a.bodies,
-                    ],
-                )
-                .await
-            }
-            None => {
-                tx.query_opt(
-                    &append,
-                    &[
-                        &id,
-                        &owner.worker,
-                        &owner.token(a.id),
-                        &owner.lease_ms,
-                        &state,
-                        &at,
-                        &a.seqs,
-                        &a.at_ms,
-                        &a.bodies,
-                    ],
-                )
-                .await
-            }
-        };
+    let (shared_tx, create, append) = (&tx, &writer.create, &writer.append);
+    // Every statement is sent before the first answer is awaited: they go
+    // out pipelined on the one connection, one round trip for the batch.
+    let statements: Vec<Statement<'_>> = appends
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| failed[*i].is_none())
+        .map(|(i, a)| -> Statement<'_> {
+            let token = owner.token(a.id);
+            Box::pin(async move {
+                let id = a.id.as_uuid();
+                let state = a.state.map(|(s, _)| s.as_str());
+                let at = a.state.map_or(0, |(_, at)| at);
+                let row = match &a.created {
+                    Some((name, fingerprint)) => {
+                        let first_at = a.at_ms.first().copied().unwrap_or(0);
+                        shared_tx
+                            .query_opt(
+                                create,
+                                &[
+                                    &id,
+                                    name,
+                                    fingerprint,
+                                    &state.unwrap_or("running"),
+                                    &first_at,
+                                    &owner.worker,
+                                    &owner.lease_ms,
+                                    &a.seqs,
+                                    &a.at_ms,
+                                    &a.bodies,
+                                ],
+                            )
+                            .await
+                    }
+                    None => {
+                        shared_tx
+                            .query_opt(
+                                append,
+                                &[
+                                    &id,
+                                    &owner.worker,
+                                    &token,
+                                    &owner.lease_ms,
+                                    &state,
+                                    &at,
+                                    &a.seqs,
+                                    &a.at_ms,
+                                    &a.bodies,
+                                ],
+                            )
+                            .await
+                    }
+                };
+                (i, row)
+            })
+        })
+        .collect();
+    let mut tokens = vec![None; appends.len()];
+    let mut first_error: Option<(usize, tokio_postgres::Error)> = None;
+    for (i, row) in join_all(statements).await {
         match row {
-            Ok(row) => tokens.push(row.map(|r| r.get::<_, i64>(0))),
-            // Dropping the transaction rolls it back.
-            Err(e) => return Err(BatchError::Append(i, e)),
+            Ok(row) => tokens[i] = row.map(|r| r.get::<_, i64>(0)),
+            // After a failed statement the transaction refuses the rest
+            // ("in failed SQL transaction"): the first failure is the cause.
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some((i, e));
+                }
+            }
         }
+    }
+    if let Some((i, e)) = first_error {
+        // Dropping the transaction rolls it back.
+        return Err(BatchError::Append(i, e));
     }
     tx.commit().await.map_err(BatchError::Transaction)?;
     Ok(tokens)
