@@ -1,29 +1,35 @@
-//! `saga-inspect`: read a saga log (a SQLite store file) without the code
-//! that wrote it.
+//! `saga-inspect`: read a saga log (a SQLite store file, or a PostgreSQL
+//! store) without the code that wrote it.
 //!
 //! ```text
 //! saga-inspect sagas.db list --state stuck --since 2h
+//! saga-inspect postgres://postgres@127.0.0.1/app --schema sagas list
 //! saga-inspect sagas.db show 5a6a0000-0000-4000-8000-000000000042
 //! saga-inspect sagas.db show 5a6a0000-0000-4000-8000-000000000042 --json
 //! saga-inspect sagas.db prune --older-than 30d
 //! ```
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use saga_runtime::SagaId;
 use saga_runtime::inspect::{Inspection, utc};
 use saga_runtime::log::SagaState;
-use saga_runtime::store::{ListFilter, SqliteStore, Store};
+use saga_runtime::store::{ListFilter, PostgresStore, SqliteStore, Store};
 
 /// Inspect a saga log.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// The log: a SQLite file written by `SqliteStore`.
-    db: PathBuf,
+    /// The log: a SQLite file written by `SqliteStore`, or the
+    /// `postgres://` URL of a database written by `PostgresStore`.
+    db: String,
+    /// The PostgreSQL schema that holds the log.
+    #[arg(long, default_value = "saga")]
+    schema: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,16 +124,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
-    if !cli.db.is_file() {
-        return Err(format!("{}: no such file", cli.db.display()));
+/// Opens the log `db` names. Reading a PostgreSQL log takes no saga's
+/// lease (only recovery does), so it never disturbs the workers.
+async fn open(db: &str, schema: &str) -> Result<Arc<dyn Store>, String> {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        let store = PostgresStore::builder(db)
+            .schema(schema)
+            .worker(format!("saga-inspect-{}", std::process::id()))
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Arc::new(store));
     }
+    if !Path::new(db).is_file() {
+        return Err(format!("{db}: no such file"));
+    }
+    Ok(Arc::new(SqliteStore::open(db).map_err(|e| e.to_string())?))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let store = SqliteStore::open(&cli.db).map_err(|e| e.to_string())?;
     runtime.block_on(async move {
+        let store = open(&cli.db, &cli.schema).await?;
         match cli.command {
             Command::List {
                 state,
@@ -176,7 +197,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     .load(id)
                     .await
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("no saga {id} in {}", cli.db.display()))?;
+                    .ok_or_else(|| format!("no saga {id} in {}", cli.db))?;
                 let view = Inspection::of(&stored);
                 if json {
                     let text = serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?;

@@ -1,11 +1,12 @@
-//! The inspector against a real log file.
+//! The inspector against a real log file, and a real PostgreSQL log (the
+//! server at `DATABASE_URL`, default `postgres://postgres@127.0.0.1/test`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use saga_runtime::SagaId;
 use saga_runtime::log::{DefinitionSnapshot, Entry, Record, StepSnapshot};
-use saga_runtime::store::{SqliteStore, Store};
+use saga_runtime::store::{PostgresStore, SqliteStore, Store};
 
 struct TempDir(PathBuf);
 
@@ -15,7 +16,7 @@ impl Drop for TempDir {
     }
 }
 
-fn inspect(db: &Path, args: &[&str]) -> Output {
+fn inspect(db: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_saga-inspect"))
         .arg(db)
         .args(args)
@@ -45,8 +46,7 @@ fn definition() -> DefinitionSnapshot {
 }
 
 /// One compensated transfer and one still running.
-async fn write_log(db: &Path) -> (SagaId, SagaId) {
-    let store = SqliteStore::open(db).unwrap();
+async fn write_log(store: &dyn Store) -> (SagaId, SagaId) {
     let (undone, running) = (SagaId::new(), SagaId::new());
     for id in [undone, running] {
         let created = Entry::Created {
@@ -117,7 +117,7 @@ async fn lists_shows_and_speaks_json() {
     let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let db = dir.0.join("sagas.db");
-    let (undone, running) = write_log(&db).await;
+    let (undone, running) = write_log(&SqliteStore::open(&db).unwrap()).await;
 
     let list = inspect(&db, &["list"]);
     assert!(list.status.success(), "{}", text(&list.stderr));
@@ -186,4 +186,36 @@ fn refuses_a_missing_file_and_an_unknown_saga_clearly() {
         "{}",
         text(&bad_id.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_a_postgresql_log_too() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into());
+    let schema = format!("saga_inspect_{}", SagaId::random().as_uuid().simple());
+    let store = PostgresStore::builder(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot use PostgreSQL at {url}: {e}"));
+    let (undone, running) = write_log(&store).await;
+    let listed = inspect(&url, &["--schema", &schema, "list", "--json"]);
+    let shown = inspect(&url, &["--schema", &schema, "show", &undone.to_string()]);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let lines = text(&listed.stdout);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert!(lines.contains(&running.to_string()) && lines.contains("\"compensated\""));
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let table = text(&shown.stdout);
+    assert!(table.contains("bank B unavailable"), "{table}");
+    assert!(table.contains("mermaid"), "{table}");
 }
