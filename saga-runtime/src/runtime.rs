@@ -402,6 +402,13 @@ impl Runtime {
         while let Some(joined) = tasks.join_next().await {
             report.take(joined)?;
         }
+        // What this runtime cannot run, another may (a store shared by
+        // workers lets go of it).
+        for (id, _) in &report.failed {
+            if let Err(e) = store.release(*id).await {
+                tracing::warn!(saga = %id, error = %e, "cannot release a saga recovery left");
+            }
+        }
         Ok(report)
     }
 

@@ -549,3 +549,39 @@ async fn a_stalled_worker_is_fenced_off_while_another_finishes_its_sagas() {
         assert_eq!(waits_done, 1, "only b's run of the pivot is in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_a_worker_cannot_run_is_left_free_for_one_that_can() {
+    let schema = Schema::new();
+    // A saga of a kind worker a does not run (another service's, say).
+    let other = SagaId::new();
+    let writer = schema.store("writer", LONG).await;
+    let created = Entry::Created {
+        saga: "Invoice".into(),
+        fingerprint: 1,
+        input: serde_json::json!(1),
+        definition: DefinitionSnapshot { steps: vec![] },
+    };
+    writer
+        .append(vec![Record::new(other, 0, created)])
+        .await
+        .unwrap();
+    drop(writer);
+    schema
+        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
+        .await;
+
+    let a = runtime(schema.store("a", LONG).await, false).await;
+    let report = a.recover().await.unwrap();
+    assert_eq!(
+        report.failed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [other]
+    );
+    // Worker b, which runs invoices, finds it free at once.
+    let b = schema.store("b", LONG).await;
+    let free = b.unfinished().await.unwrap();
+    assert_eq!(
+        free.iter().map(|s| s.summary.id).collect::<Vec<_>>(),
+        [other]
+    );
+}

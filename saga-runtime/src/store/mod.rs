@@ -124,6 +124,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes completed and compensated sagas last updated before
     /// `before_ms` (milliseconds since the Unix epoch); returns how many.
     fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Gives up this worker's hold on saga `id`, which it will not run:
+    /// recovery could not resume it (its saga is not registered here, or its
+    /// log is damaged or from another definition), so that a worker that
+    /// can may take it. Stores without owners have nothing to do.
+    fn release(&self, id: SagaId) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = id;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A shared store is a store: one `Arc<dyn Store>` chosen at run time (a
@@ -155,6 +164,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         (**self).prune(before_ms)
+    }
+
+    fn release(&self, id: SagaId) -> BoxFuture<'_, Result<(), StoreError>> {
+        (**self).release(id)
     }
 }
 

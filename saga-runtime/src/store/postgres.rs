@@ -850,4 +850,22 @@ impl Store for PostgresStore {
             Ok(row.get::<_, i64>(0) as u64)
         })
     }
+
+    fn release(&self, id: SagaId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let owner = &self.shared.owner;
+            let token = owner.token(id);
+            owner.release(id);
+            self.shared
+                .reader
+                .execute(
+                    "UPDATE sagas SET owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND owner = $2 AND token = $3",
+                    &[&id.as_uuid(), &owner.worker, &token],
+                )
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+    }
 }
