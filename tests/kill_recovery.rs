@@ -373,6 +373,18 @@ fn check(dir: &Path, log: &Log) -> Result<String, String> {
             summaries.len()
         ));
     }
+    let unfinished: Vec<_> = summaries
+        .iter()
+        .filter(|s| !s.state.is_finished())
+        .map(|s| (s.id, s.state))
+        .collect();
+    if !unfinished.is_empty() {
+        return Err(format!(
+            "{} sagas did not finish, such as {:?}",
+            unfinished.len(),
+            &unfinished[..unfinished.len().min(3)]
+        ));
+    }
     let world = Connection::open(dir.join("world.db")).map_err(|e| e.to_string())?;
     let total: i64 = world
         .query_row("SELECT SUM(balance) FROM balances", [], |r| r.get(0))

@@ -585,3 +585,36 @@ async fn a_saga_a_worker_cannot_run_is_left_free_for_one_that_can() {
         [other]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_waits_for_a_saga_a_dying_connection_still_locks() {
+    let schema = Schema::new();
+    let id = SagaId::new();
+    {
+        let before = schema.store("node-1", LONG).await;
+        before.append(vec![created(id)]).await.unwrap();
+    }
+    // The killed process's last transaction, not yet aborted by the server,
+    // still holds the saga's row.
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{}\"; BEGIN; UPDATE sagas SET updated_ms = updated_ms;",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    let after = schema.store("node-1", LONG).await;
+    let recovering = tokio::spawn(async move { after.unfinished().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let back = recovering.await.unwrap().unwrap();
+    assert_eq!(
+        back.iter().map(|s| s.summary.id).collect::<Vec<_>>(),
+        [id],
+        "recovery skipped a saga whose row was locked for a moment"
+    );
+}

@@ -127,7 +127,11 @@ const APPEND: &str = "
     SELECT token FROM saga";
 
 /// Takes over a page of unfinished sagas that are free, this worker's, or
-/// whose lease expired (skipping any another transaction is taking).
+/// whose lease expired. A saga row another transaction holds is waited
+/// for, not skipped: that transaction may be a killed worker's last, which
+/// the server has not aborted yet, and a restarted worker must not pass its
+/// sagas by. (Once the lock is free the row is checked again, so a saga
+/// another worker just took is left to it.)
 const CLAIM_PAGE: &str = "
     WITH page AS (
         SELECT id FROM sagas
@@ -135,7 +139,7 @@ const CLAIM_PAGE: &str = "
           AND (owner IS NULL OR owner = $2 OR lease_until < now())
         ORDER BY id
         LIMIT $3
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE
     )
     UPDATE sagas s SET
         token = CASE WHEN s.owner IS DISTINCT FROM $2 THEN s.token + 1 ELSE s.token END,
