@@ -618,3 +618,45 @@ async fn recovery_waits_for_a_saga_a_dying_connection_still_locks() {
         "recovery skipped a saga whose row was locked for a moment"
     );
 }
+
+#[tokio::test]
+async fn pages_are_full_until_no_saga_this_worker_may_take_follows() {
+    let schema = Schema::new();
+    let mut ids: Vec<SagaId> = (0..8).map(|_| SagaId::new()).collect();
+    ids.sort();
+    let writer = schema.store("writer", LONG).await;
+    for &id in &ids {
+        writer.append(vec![created(id)]).await.unwrap();
+    }
+    drop(writer);
+    // The writer is gone; b holds two of its sagas under a live lease.
+    schema
+        .sql(&format!(
+            "UPDATE sagas SET lease_until = now() - interval '1 second';
+             UPDATE sagas SET owner = 'b', lease_until = now() + interval '1 hour'
+             WHERE id IN ('{}', '{}')",
+            ids[1], ids[4]
+        ))
+        .await;
+    let a = schema.store("a", LONG).await;
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = a.unfinished_page(after, 3).await.unwrap();
+        pages.push(page.iter().map(|s| s.summary.id).collect::<Vec<_>>());
+        if page.len() < 3 {
+            break;
+        }
+        after = page.last().map(|s| s.summary.id);
+    }
+    let expected: Vec<SagaId> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1 && *i != 4)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(
+        pages,
+        [expected[..3].to_vec(), expected[3..].to_vec(), Vec::new()]
+    );
+}

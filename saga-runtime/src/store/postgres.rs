@@ -126,27 +126,28 @@ const APPEND: &str = "
     )
     SELECT token FROM saga";
 
-/// Takes over a page of unfinished sagas that are free, this worker's, or
-/// whose lease expired. A saga row another transaction holds is waited
-/// for, not skipped: that transaction may be a killed worker's last, which
-/// the server has not aborted yet, and a restarted worker must not pass its
-/// sagas by. (Once the lock is free the row is checked again, so a saga
-/// another worker just took is left to it.)
-const CLAIM_PAGE: &str = "
-    WITH page AS (
-        SELECT id FROM sagas
-        WHERE state = 'running' AND ($1::uuid IS NULL OR id > $1)
-          AND (owner IS NULL OR owner = $2 OR lease_until < now())
-        ORDER BY id
-        LIMIT $3
-        FOR UPDATE
-    )
-    UPDATE sagas s SET
-        token = CASE WHEN s.owner IS DISTINCT FROM $2 THEN s.token + 1 ELSE s.token END,
+/// The next unfinished sagas this worker may take, in id order: free, its
+/// own, or with an expired lease.
+const CANDIDATES: &str = "
+    SELECT id FROM sagas
+    WHERE state = 'running' AND ($1::uuid IS NULL OR id > $1)
+      AND (owner IS NULL OR owner = $2 OR lease_until < now())
+    ORDER BY id
+    LIMIT $3";
+
+/// Takes over those of the candidates `$1` that still qualify. A row
+/// another transaction holds is waited for, not skipped (that transaction
+/// may be a killed worker's last, which the server has not aborted yet: a
+/// restarted worker must not pass its sagas by), then checked again (a saga
+/// another worker just took is left to it).
+const CLAIM: &str = "
+    UPDATE sagas SET
+        token = CASE WHEN owner IS DISTINCT FROM $2 THEN token + 1 ELSE token END,
         owner = $2,
-        lease_until = now() + interval '1 millisecond' * $4::bigint
-    FROM page WHERE s.id = page.id
-    RETURNING s.id, s.name, s.fingerprint, s.state, s.created_ms, s.updated_ms, s.token";
+        lease_until = now() + interval '1 millisecond' * $3::bigint
+    WHERE id = ANY($1) AND state = 'running'
+      AND (owner IS NULL OR owner = $2 OR lease_until < now())
+    RETURNING id, name, fingerprint, state, created_ms, updated_ms, token";
 
 /// A [`Store`] in a PostgreSQL database, shared by many workers.
 ///
@@ -777,22 +778,44 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
         Box::pin(async move {
             let owner = &self.shared.owner;
-            let after = after.map(|id| id.as_uuid());
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = self
-                .shared
-                .reader
-                .query(
-                    CLAIM_PAGE,
-                    &[&after, &owner.worker, &limit, &owner.lease_ms],
-                )
-                .await
-                .map_err(backend)?;
-            let mut sagas = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let summary = summary(row)?;
-                owner.hold(summary.id, row.get(6));
-                sagas.push(summary);
+            let reader = &self.shared.reader;
+            let mut cursor = after.map(|id| id.as_uuid());
+            let mut sagas = Vec::new();
+            // Until the page is full or no candidate follows: a candidate
+            // taken by another worker meanwhile leaves a gap, and a page
+            // short of `limit` must mean that none follows.
+            while sagas.len() < limit {
+                let wanted = limit - sagas.len();
+                let candidates: Vec<uuid::Uuid> = reader
+                    .query(
+                        CANDIDATES,
+                        &[
+                            &cursor,
+                            &owner.worker,
+                            &i64::try_from(wanted).unwrap_or(i64::MAX),
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                let Some(&last) = candidates.last() else {
+                    break;
+                };
+                let claimed = reader
+                    .query(CLAIM, &[&candidates, &owner.worker, &owner.lease_ms])
+                    .await
+                    .map_err(backend)?;
+                for row in &claimed {
+                    let summary = summary(row)?;
+                    owner.hold(summary.id, row.get(6));
+                    sagas.push(summary);
+                }
+                if candidates.len() < wanted {
+                    break;
+                }
+                cursor = Some(last);
             }
             sagas.sort_by_key(|s| s.id);
             let ids: Vec<uuid::Uuid> = sagas.iter().map(|s| s.id.as_uuid()).collect();
