@@ -11,7 +11,9 @@
 //! - Every append is checked, in the statement that writes it, against the
 //!   owner and the token the worker holds. A worker whose saga was taken
 //!   over is refused ([`StoreError::LeaseLost`]): its run stops there, and
-//!   nothing it does afterwards reaches the log.
+//!   nothing it does afterwards reaches the log, even once the saga is free
+//!   again (only recovery gives it back). Statements that lock several
+//!   sagas lock them in id order, so workers never deadlock each other.
 //! - A background task renews the worker's leases (every third of the
 //!   lease); every append renews its saga's lease too. Leases are measured
 //!   by the database's clock, so the workers' clocks need not agree.
@@ -28,7 +30,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -92,19 +94,21 @@ const CREATE: &str = "
         VALUES ($1, $2, $3, $4, $5, $5,
                 CASE WHEN $4 = 'running' THEN $6 END, 1,
                 now() + interval '1 millisecond' * $7::bigint)
-        RETURNING token
+        RETURNING token, owner
     ), written AS (
         INSERT INTO records (saga_id, seq, at_ms, body)
         SELECT $1, r.seq, r.at_ms, r.body
         FROM unnest($8::bigint[], $9::bigint[], $10::text[]) AS r (seq, at_ms, body)
     )
-    SELECT token FROM saga";
+    SELECT token, owner FROM saga";
 
 /// Writes records of a saga this worker holds (token `$3`), or takes it
 /// over first if it holds none (`$3` = 0) and the saga is unfinished and
-/// free (stuck, say), its own, or its lease expired. Returns the token, or
+/// free (stuck, say), its own, or its lease expired. Returns the token and
+/// the owner after the write (none, once the saga is stuck or finished), or
 /// no row if refused (then nothing is written). A finished saga takes no
-/// more records.
+/// more records; a worker that was refused (`$3` = -1) writes nothing more
+/// until recovery gives it the saga again.
 const APPEND: &str = "
     WITH saga AS (
         UPDATE sagas SET
@@ -117,14 +121,14 @@ const APPEND: &str = "
           AND ((owner = $2 AND token = $3)
                OR ($3 = 0 AND state NOT IN ('completed', 'compensated')
                    AND (owner IS NULL OR owner = $2 OR lease_until < now())))
-        RETURNING token
+        RETURNING token, owner
     ), written AS (
         INSERT INTO records (saga_id, seq, at_ms, body)
         SELECT $1, r.seq, r.at_ms, r.body
         FROM unnest($7::bigint[], $8::bigint[], $9::text[]) AS r (seq, at_ms, body)
         WHERE EXISTS (SELECT 1 FROM saga)
     )
-    SELECT token FROM saga";
+    SELECT token, owner FROM saga";
 
 /// The next unfinished sagas this worker may take, in id order: free, its
 /// own, or with an expired lease.
@@ -135,8 +139,10 @@ const CANDIDATES: &str = "
     ORDER BY id
     LIMIT $3";
 
-/// Takes over those of the candidates `$1` that still qualify. A row
-/// another transaction holds is waited for, not skipped (that transaction
+/// Takes over those of the candidates `$1` that still qualify, locking them
+/// in id order (as every statement that locks several does, so that none
+/// deadlocks another). A row another transaction holds is waited for, not
+/// skipped (that transaction
 /// may be a killed worker's last, which the server has not aborted yet: a
 /// restarted worker must not pass its sagas by), then checked again (a saga
 /// another worker just took is left to it).
@@ -145,7 +151,8 @@ const CLAIM: &str = "
         token = CASE WHEN owner IS DISTINCT FROM $2 THEN token + 1 ELSE token END,
         owner = $2,
         lease_until = now() + interval '1 millisecond' * $3::bigint
-    WHERE id = ANY($1) AND state = 'running'
+    WHERE id IN (SELECT id FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+      AND state = 'running'
       AND (owner IS NULL OR owner = $2 OR lease_until < now())
     RETURNING id, name, fingerprint, state, created_ms, updated_ms, token";
 
@@ -179,17 +186,16 @@ struct Shared {
     owner: Arc<Ownership>,
     schema: String,
     stats: Arc<Counters>,
-    /// The lease renewer and the connections' drivers.
-    tasks: Vec<JoinHandle<()>>,
+    /// The lease renewer.
+    renewer: JoinHandle<()>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         // The writer ends by itself once every sender is gone, after
-        // answering what it was sent; the renewer would run forever.
-        for task in &self.tasks {
-            task.abort();
-        }
+        // writing and answering what it was sent; each connection's driver
+        // ends with its client. The renewer would run forever.
+        self.renewer.abort();
     }
 }
 
@@ -198,7 +204,15 @@ struct Ownership {
     worker: String,
     lease_ms: i64,
     tokens: Mutex<HashMap<SagaId, i64>>,
+    /// Cleared when the writer's connection is gone: leases are then left
+    /// to lapse, so that another worker takes what this one cannot write.
+    writing: AtomicBool,
 }
+
+/// The token of a saga whose write was refused: it matches none, and, not
+/// being 0, takes nothing over either. A run that was fenced off stays so,
+/// until recovery gives the saga to this worker again.
+const FENCED: i64 = -1;
 
 impl Ownership {
     fn token(&self, id: SagaId) -> i64 {
@@ -214,6 +228,18 @@ impl Ownership {
     fn release(&self, id: SagaId) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens.remove(&id);
+    }
+
+    /// The sagas this worker holds (not those fenced off), in id order.
+    fn held(&self) -> Vec<uuid::Uuid> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<uuid::Uuid> = tokens
+            .iter()
+            .filter(|(_, token)| **token > 0)
+            .map(|(id, _)| id.as_uuid())
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 }
 
@@ -273,18 +299,16 @@ impl PostgresBuilder {
                     self.lease
                 ))
             })?;
-        let mut tasks = Vec::new();
-        let (mut write_conn, driver) = open(&self.url, &self.schema).await?;
-        tasks.push(driver);
+        let mut write_conn = open(&self.url, &self.schema).await?;
         migrate(&mut write_conn, &self.schema).await?;
-        let (reader, driver) = open(&self.url, &self.schema).await?;
-        tasks.push(driver);
+        let reader = open(&self.url, &self.schema).await?;
         let owner = Arc::new(Ownership {
             worker: self
                 .worker
                 .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4())),
             lease_ms,
             tokens: Mutex::new(HashMap::new()),
+            writing: AtomicBool::new(true),
         });
         let stats = Arc::new(Counters::default());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -299,9 +323,8 @@ impl PostgresBuilder {
             Arc::clone(&owner),
             Arc::clone(&stats),
         ));
-        let (renew_conn, driver) = open(&self.url, &self.schema).await?;
-        tasks.push(driver);
-        tasks.push(tokio::spawn(renew(renew_conn, Arc::clone(&owner))));
+        let renew_conn = open(&self.url, &self.schema).await?;
+        let renewer = tokio::spawn(renew(renew_conn, Arc::clone(&owner)));
         Ok(PostgresStore {
             shared: Arc::new(Shared {
                 reader,
@@ -309,7 +332,7 @@ impl PostgresBuilder {
                 owner,
                 schema: self.schema,
                 stats,
-                tasks,
+                renewer,
             }),
         })
     }
@@ -422,24 +445,22 @@ impl PostgresStore {
     }
 }
 
-/// Opens a connection whose tables are those of `schema`; returns it and
-/// the task that drives it.
-async fn open(url: &str, schema: &str) -> Result<(Client, JoinHandle<()>), StoreError> {
+/// Opens a connection whose tables are those of `schema` (its driver runs
+/// on a task of its own, until the client is dropped).
+async fn open(url: &str, schema: &str) -> Result<Client, StoreError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
-    let driver = tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::error!(error = %e, "saga store: PostgreSQL connection failed");
         }
     });
     client
-        .batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\";"
-        ))
+        .batch_execute(&format!("SET search_path TO \"{schema}\""))
         .await
         .map_err(backend)?;
-    Ok((client, driver))
+    Ok(client)
 }
 
 async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
@@ -447,9 +468,12 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(backend)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS saga_schema (version integer NOT NULL)")
-        .await
-        .map_err(backend)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+         CREATE TABLE IF NOT EXISTS saga_schema (version integer NOT NULL)"
+    ))
+    .await
+    .map_err(backend)?;
     let found: i32 = tx
         .query_opt("SELECT version FROM saga_schema", &[])
         .await
@@ -468,7 +492,13 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
     if found == SCHEMA_VERSION {
         return tx.commit().await.map_err(backend);
     }
-    for step in &MIGRATIONS[found as usize..] {
+    let Ok(from) = usize::try_from(found) else {
+        tx.rollback().await.map_err(backend)?;
+        return Err(StoreError::Backend(format!(
+            "PostgreSQL schema `{schema}`: invalid schema version {found}"
+        )));
+    };
+    for step in &MIGRATIONS[from..] {
         tx.batch_execute(step).await.map_err(backend)?;
     }
     tx.execute("DELETE FROM saga_schema", &[])
@@ -483,16 +513,28 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
     tx.commit().await.map_err(backend)
 }
 
-/// Renews this worker's leases every third of the lease.
+/// Renews this worker's leases every third of the lease: those of the
+/// sagas it holds (not every saga it owns: one recovery took but could not
+/// run is left to lapse), locked in id order. While the writer's
+/// connection is down nothing is renewed, so that another worker takes
+/// what this one cannot write.
 async fn renew(client: Client, owner: Arc<Ownership>) {
     let every = Duration::from_millis((owner.lease_ms / 3).max(1) as u64);
     loop {
         tokio::time::sleep(every).await;
+        if !owner.writing.load(Ordering::Relaxed) {
+            continue;
+        }
+        let held = owner.held();
+        if held.is_empty() {
+            continue;
+        }
         let renewed = client
             .execute(
-                "UPDATE sagas SET lease_until = now() + interval '1 millisecond' * $2::bigint
-                 WHERE owner = $1 AND state = 'running'",
-                &[&owner.worker, &owner.lease_ms],
+                "UPDATE sagas SET lease_until = now() + interval '1 millisecond' * $3::bigint
+                 WHERE id IN (SELECT id FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+                   AND owner = $2 AND state = 'running'",
+                &[&held, &owner.worker, &owner.lease_ms],
             )
             .await;
         if let Err(e) = renewed {
@@ -524,8 +566,16 @@ async fn writer(
                 Err(_) => break,
             }
         }
+        // In saga order (stable: each saga's appends keep theirs), so that
+        // concurrent transactions lock rows in one order and never deadlock.
+        // All commit together, so their order across sagas does not matter.
+        appends.sort_by_key(|a| a.id);
         write_appends(&mut client, appends, &owner, &stats).await;
+        if client.client.is_closed() {
+            owner.writing.store(false, Ordering::Relaxed);
+        }
     }
+    owner.writing.store(false, Ordering::Relaxed);
 }
 
 async fn write_appends(
@@ -538,10 +588,18 @@ async fn write_appends(
     // fails (a conflicting record) aborts it; the batch is then written
     // again without the failed ones, so one bad append fails alone. An
     // append refused for want of a lease writes nothing and aborts nothing.
+    // A deadlock or serialization failure is nobody's fault: the batch is
+    // written again as it was, a few times.
     let mut failed: Vec<Option<StoreError>> = appends.iter().map(|_| None).collect();
+    let mut retries = 0;
     let outcome = loop {
         match write_batch(client, &appends, &failed, owner).await {
             Ok(done) => break Ok(done),
+            Err(BatchError::Append(_, e) | BatchError::Transaction(e))
+                if transient(&e) && retries < 5 =>
+            {
+                retries += 1;
+            }
             Err(BatchError::Append(i, e)) => failed[i] = Some(conflict_or_backend(&appends[i], e)),
             Err(BatchError::Transaction(e)) => break Err(backend(e)),
         }
@@ -553,12 +611,11 @@ async fn write_appends(
             for ((append, failure), token) in appends.into_iter().zip(failed).zip(tokens) {
                 let result = match (failure, token) {
                     (Some(e), _) => Err(e),
-                    (None, Some(token)) => {
+                    (None, Some((token, holder))) => {
                         written += append.seqs.len() as u64;
-                        let running = append
-                            .state
-                            .is_none_or(|(state, _)| state == SagaState::Running);
-                        if running {
+                        // Held on only while the saga stays this worker's
+                        // (a stuck saga is nobody's).
+                        if holder.as_deref() == Some(owner.worker.as_str()) {
                             owner.hold(append.id, token);
                         } else {
                             owner.release(append.id);
@@ -566,7 +623,7 @@ async fn write_appends(
                         Ok(())
                     }
                     (None, None) => {
-                        owner.release(append.id);
+                        owner.hold(append.id, FENCED);
                         Err(StoreError::LeaseLost { saga: append.id })
                     }
                 };
@@ -617,13 +674,14 @@ enum BatchError {
 }
 
 /// Writes every append not marked failed in one transaction; returns, per
-/// append, the token it was written under (`None` if refused or skipped).
+/// append, the token it was written under and the saga's owner after it
+/// (`None` if refused or skipped).
 async fn write_batch(
     writer: &mut Writer,
     appends: &[Append],
     failed: &[Option<StoreError>],
     owner: &Ownership,
-) -> Result<Vec<Option<i64>>, BatchError> {
+) -> Result<Vec<Option<(i64, Option<String>)>>, BatchError> {
     let tx = writer
         .client
         .transaction()
@@ -690,7 +748,7 @@ async fn write_batch(
     let mut first_error: Option<(usize, tokio_postgres::Error)> = None;
     for (i, row) in join_all(statements).await {
         match row {
-            Ok(row) => tokens[i] = row.map(|r| r.get::<_, i64>(0)),
+            Ok(row) => tokens[i] = row.map(|r| (r.get::<_, i64>(0), r.get(1))),
             // After a failed statement the transaction refuses the rest
             // ("in failed SQL transaction"): the first failure is the cause.
             Err(e) => {
@@ -706,6 +764,14 @@ async fn write_batch(
     }
     tx.commit().await.map_err(BatchError::Transaction)?;
     Ok(tokens)
+}
+
+/// Whether `e` says "try again" rather than "this append is wrong":
+/// a deadlock, a serialization failure.
+fn transient(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
 }
 
 fn conflict_or_backend(append: &Append, e: tokio_postgres::Error) -> StoreError {
