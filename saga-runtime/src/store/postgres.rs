@@ -813,24 +813,35 @@ impl Store for PostgresStore {
 
     fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {
         Box::pin(async move {
-            let row = self
+            // One statement, so the summary and the records agree.
+            let rows = self
                 .shared
                 .reader
-                .query_opt(
-                    &format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE id = $1"),
+                .query(
+                    "SELECT s.id, s.name, s.fingerprint, s.state, s.created_ms, s.updated_ms,
+                            r.seq, r.at_ms, r.body
+                     FROM sagas s LEFT JOIN records r ON r.saga_id = s.id
+                     WHERE s.id = $1 ORDER BY r.seq",
                     &[&id.as_uuid()],
                 )
                 .await
                 .map_err(backend)?;
-            let Some(row) = row else {
+            let Some(first) = rows.first() else {
                 return Ok(None);
             };
-            let summary = summary(&row)?;
-            let mut records = self.records_of(&[id.as_uuid()]).await?;
-            Ok(Some(StoredSaga {
-                summary,
-                records: records.remove(&id.as_uuid()).unwrap_or_default(),
-            }))
+            let summary = summary(first)?;
+            let records = rows
+                .iter()
+                .filter_map(|row| {
+                    let seq: Option<i64> = row.get(6);
+                    Some(StoredRecord {
+                        seq: seq? as u64,
+                        at_ms: row.get::<_, i64>(7) as u64,
+                        body: row.get(8),
+                    })
+                })
+                .collect();
+            Ok(Some(StoredSaga { summary, records }))
         })
     }
 
