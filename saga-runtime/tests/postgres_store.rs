@@ -751,3 +751,28 @@ async fn an_operator_marks_a_stuck_saga_compensated_and_resumes_it_on_one_worker
     assert_eq!(log.records.len(), 5);
     assert_eq!(log.summary.state, SagaState::Compensated);
 }
+
+#[tokio::test]
+async fn a_lost_connection_is_replaced_and_nothing_is_lost() {
+    let schema = Schema::new();
+    let worker = format!("reconnect-{}", SagaId::random().as_uuid().simple());
+    let a = schema.store(&worker, LONG).await;
+    let id = SagaId::new();
+    a.append(vec![created(id)]).await.unwrap();
+    // The server drops every connection of this worker (a restart, say).
+    schema
+        .sql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'saga {worker}'"
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The writer notices on its next batch, reconnects and writes it.
+    a.append(vec![started(id, 1)]).await.unwrap();
+    a.append(vec![started(id, 2)]).await.unwrap();
+    let log = a.load(id).await.unwrap().unwrap();
+    assert_eq!(
+        log.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+}

@@ -25,7 +25,11 @@
 //!
 //! Writes go through one connection and commit in groups, as with SQLite:
 //! every append waiting when a transaction starts goes into it. Reads use a
-//! second connection.
+//! second connection. A connection the server dropped (a restart, say) is
+//! replaced: the writer writes its batch again on a new one, and the next
+//! read after a failed one reconnects. While the writer cannot reconnect,
+//! this worker's leases are left to lapse, so that another worker takes
+//! its sagas over.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -181,7 +185,9 @@ pub struct PostgresStore {
 }
 
 struct Shared {
-    reader: Client,
+    /// Replaced by a new connection when it is found closed.
+    reader: std::sync::RwLock<Arc<Client>>,
+    connector: Arc<Connector>,
     writer: mpsc::UnboundedSender<Append>,
     owner: Arc<Ownership>,
     schema: String,
@@ -299,35 +305,42 @@ impl PostgresBuilder {
                     self.lease
                 ))
             })?;
-        let mut write_conn = open(&self.url, &self.schema).await?;
+        let worker = self
+            .worker
+            .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4()));
+        let connector = Arc::new(Connector {
+            url: self.url,
+            schema: self.schema.clone(),
+            name: format!("saga {worker}"),
+        });
+        let mut write_conn = connector.open().await?;
         migrate(&mut write_conn, &self.schema).await?;
-        let reader = open(&self.url, &self.schema).await?;
+        let reader = connector.open().await?;
         let owner = Arc::new(Ownership {
-            worker: self
-                .worker
-                .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4())),
+            worker,
             lease_ms,
             tokens: Mutex::new(HashMap::new()),
             writing: AtomicBool::new(true),
         });
         let stats = Arc::new(Counters::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        let statements = Writer {
-            create: write_conn.prepare(CREATE).await.map_err(backend)?,
-            append: write_conn.prepare(APPEND).await.map_err(backend)?,
-            client: write_conn,
-        };
+        let statements = Writer::prepare(write_conn, Arc::clone(&connector)).await?;
         tokio::spawn(writer(
             statements,
             rx,
             Arc::clone(&owner),
             Arc::clone(&stats),
         ));
-        let renew_conn = open(&self.url, &self.schema).await?;
-        let renewer = tokio::spawn(renew(renew_conn, Arc::clone(&owner)));
+        let renew_conn = connector.open().await?;
+        let renewer = tokio::spawn(renew(
+            renew_conn,
+            Arc::clone(&connector),
+            Arc::clone(&owner),
+        ));
         Ok(PostgresStore {
             shared: Arc::new(Shared {
-                reader,
+                reader: std::sync::RwLock::new(Arc::new(reader)),
+                connector,
                 writer: tx,
                 owner,
                 schema: self.schema,
@@ -418,14 +431,34 @@ impl PostgresStore {
         Ok(Some(answer))
     }
 
+    /// The reading connection, replaced by a new one if it was lost (the
+    /// server restarted, say).
+    async fn reader(&self) -> Result<Arc<Client>, StoreError> {
+        let current = {
+            let reader = self.shared.reader.read().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(&reader)
+        };
+        if !current.is_closed() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(self.shared.connector.open().await?);
+        let mut reader = self
+            .shared
+            .reader
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *reader = Arc::clone(&fresh);
+        Ok(fresh)
+    }
+
     /// The records of the sagas `ids`, grouped by saga, each in `seq` order.
     async fn records_of(
         &self,
         ids: &[uuid::Uuid],
     ) -> Result<HashMap<uuid::Uuid, Vec<StoredRecord>>, StoreError> {
         let rows = self
-            .shared
-            .reader
+            .reader()
+            .await?
             .query(
                 "SELECT saga_id, seq, at_ms, body FROM records
                  WHERE saga_id = ANY($1) ORDER BY saga_id, seq",
@@ -445,22 +478,39 @@ impl PostgresStore {
     }
 }
 
-/// Opens a connection whose tables are those of `schema` (its driver runs
-/// on a task of its own, until the client is dropped).
-async fn open(url: &str, schema: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::error!(error = %e, "saga store: PostgreSQL connection failed");
-        }
-    });
-    client
-        .batch_execute(&format!("SET search_path TO \"{schema}\""))
-        .await
-        .map_err(backend)?;
-    Ok(client)
+/// Opens connections to the store's database, each working in its schema
+/// and named after the worker (`application_name`, as `pg_stat_activity`
+/// shows it).
+struct Connector {
+    url: String,
+    schema: String,
+    name: String,
+}
+
+impl Connector {
+    /// A new connection (its driver runs on a task of its own, until the
+    /// client is dropped).
+    async fn open(&self) -> Result<Client, StoreError> {
+        let mut config: tokio_postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        config.application_name(&self.name);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!(error = %e, "saga store: PostgreSQL connection failed");
+            }
+        });
+        client
+            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+            .await
+            .map_err(backend)?;
+        Ok(client)
+    }
 }
 
 async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
@@ -518,7 +568,7 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
 /// run is left to lapse), locked in id order. While the writer's
 /// connection is down nothing is renewed, so that another worker takes
 /// what this one cannot write.
-async fn renew(client: Client, owner: Arc<Ownership>) {
+async fn renew(mut client: Client, connector: Arc<Connector>, owner: Arc<Ownership>) {
     let every = Duration::from_millis((owner.lease_ms / 3).max(1) as u64);
     loop {
         tokio::time::sleep(every).await;
@@ -528,6 +578,15 @@ async fn renew(client: Client, owner: Arc<Ownership>) {
         let held = owner.held();
         if held.is_empty() {
             continue;
+        }
+        if client.is_closed() {
+            match connector.open().await {
+                Ok(fresh) => client = fresh,
+                Err(e) => {
+                    tracing::warn!(error = %e, "saga store: cannot reconnect to renew leases");
+                    continue;
+                }
+            }
         }
         let renewed = client
             .execute(
@@ -545,11 +604,32 @@ async fn renew(client: Client, owner: Arc<Ownership>) {
 
 /// The writer: takes every append waiting, writes them in one transaction,
 /// then answers each.
-/// The writer's connection, and its statements, prepared once.
+/// The writer's connection, and its statements, prepared once per
+/// connection.
 struct Writer {
     client: Client,
     create: tokio_postgres::Statement,
     append: tokio_postgres::Statement,
+    connector: Arc<Connector>,
+}
+
+impl Writer {
+    async fn prepare(client: Client, connector: Arc<Connector>) -> Result<Writer, StoreError> {
+        Ok(Writer {
+            create: client.prepare(CREATE).await.map_err(backend)?,
+            append: client.prepare(APPEND).await.map_err(backend)?,
+            client,
+            connector,
+        })
+    }
+
+    /// Replaces a lost connection.
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
+        let client = self.connector.open().await?;
+        let connector = Arc::clone(&self.connector);
+        *self = Writer::prepare(client, connector).await?;
+        Ok(())
+    }
 }
 
 async fn writer(
@@ -570,10 +650,19 @@ async fn writer(
         // concurrent transactions lock rows in one order and never deadlock.
         // All commit together, so their order across sagas does not matter.
         appends.sort_by_key(|a| a.id);
-        write_appends(&mut client, appends, &owner, &stats).await;
-        if client.client.is_closed() {
+        if client.client.is_closed()
+            && let Err(e) = client.reconnect().await
+        {
+            // Leases lapse meanwhile, so that another worker takes what
+            // this one cannot write.
             owner.writing.store(false, Ordering::Relaxed);
+            for append in appends {
+                let _ = append.reply.send(Err(e.clone()));
+            }
+            continue;
         }
+        owner.writing.store(true, Ordering::Relaxed);
+        write_appends(&mut client, appends, &owner, &stats).await;
     }
     owner.writing.store(false, Ordering::Relaxed);
 }
@@ -599,6 +688,18 @@ async fn write_appends(
                 if transient(&e) && retries < 5 =>
             {
                 retries += 1;
+            }
+            // The connection was lost (the server restarted, say): the
+            // batch is written again on a new one. If its commit had
+            // reached the server, its records are there, and the second
+            // try fails as a conflict: nothing is lost or written twice.
+            Err(BatchError::Append(_, e) | BatchError::Transaction(e))
+                if e.is_closed() && retries < 5 =>
+            {
+                retries += 1;
+                if let Err(e) = client.reconnect().await {
+                    break Err(e);
+                }
             }
             Err(BatchError::Append(i, e)) => failed[i] = Some(conflict_or_backend(&appends[i], e)),
             Err(BatchError::Transaction(e)) => break Err(backend(e)),
@@ -815,8 +916,8 @@ impl Store for PostgresStore {
         Box::pin(async move {
             // One statement, so the summary and the records agree.
             let rows = self
-                .shared
-                .reader
+                .reader()
+                .await?
                 .query(
                     "SELECT s.id, s.name, s.fingerprint, s.state, s.created_ms, s.updated_ms,
                             r.seq, r.at_ms, r.body
@@ -855,7 +956,7 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
         Box::pin(async move {
             let owner = &self.shared.owner;
-            let reader = &self.shared.reader;
+            let reader = self.reader().await?;
             let mut cursor = after.map(|id| id.as_uuid());
             let mut sagas = Vec::new();
             // Until the page is full or no candidate follows: a candidate
@@ -913,8 +1014,8 @@ impl Store for PostgresStore {
             let created_after = filter.created_after_ms.map(|t| t as i64);
             let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
             let rows = self
-                .shared
-                .reader
+                .reader()
+                .await?
                 .query(
                     &format!(
                         "SELECT {SUMMARY_COLUMNS} FROM sagas
@@ -936,8 +1037,8 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
             let row = self
-                .shared
-                .reader
+                .reader()
+                .await?
                 .query_one(
                     "WITH gone AS (
                          DELETE FROM sagas
@@ -960,8 +1061,8 @@ impl Store for PostgresStore {
             let owner = &self.shared.owner;
             let token = owner.token(id);
             owner.release(id);
-            self.shared
-                .reader
+            self.reader()
+                .await?
                 .execute(
                     "UPDATE sagas SET owner = NULL, lease_until = NULL
                      WHERE id = $1 AND owner = $2 AND token = $3",
