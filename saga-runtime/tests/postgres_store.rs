@@ -46,6 +46,12 @@ impl Schema {
     }
 
     /// Runs `sql` in this schema, as an operator (or a test) would.
+    /// Ends every lease at once, as if every worker had stalled past it.
+    async fn expire_leases(&self) {
+        self.sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
+            .await;
+    }
+
     async fn sql(&self, sql: &str) {
         let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
             .await
@@ -251,9 +257,7 @@ async fn a_saga_whose_lease_expired_is_taken_over_and_its_old_owner_fenced_off()
     let id = SagaId::new();
     a.append(vec![created(id)]).await.unwrap();
     // Worker a stalls for longer than its lease (as if paused or cut off).
-    schema
-        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
-        .await;
+    schema.expire_leases().await;
 
     let taken = b.unfinished().await.unwrap();
     assert_eq!(taken.iter().map(|s| s.summary.id).collect::<Vec<_>>(), [id]);
@@ -512,9 +516,7 @@ async fn a_stalled_worker_is_fenced_off_while_another_finishes_its_sagas() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // It stays stalled past its leases ...
-    schema
-        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
-        .await;
+    schema.expire_leases().await;
     // ... so worker b takes its sagas over and finishes them.
     let b_store = schema.store("b", LONG).await;
     let b = Runtime::builder()
@@ -568,9 +570,7 @@ async fn a_saga_a_worker_cannot_run_is_left_free_for_one_that_can() {
         .await
         .unwrap();
     drop(writer);
-    schema
-        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
-        .await;
+    schema.expire_leases().await;
 
     let a = runtime(schema.store("a", LONG).await, false).await;
     let report = a.recover().await.unwrap();
@@ -690,9 +690,7 @@ async fn a_fenced_off_worker_stays_fenced_off_when_the_saga_is_free_again() {
     let b = schema.store("b", LONG).await;
     let id = SagaId::new();
     a.append(vec![created(id)]).await.unwrap();
-    schema
-        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
-        .await;
+    schema.expire_leases().await;
     assert_eq!(b.unfinished().await.unwrap().len(), 1);
     assert!(matches!(
         a.append(vec![started(id, 1)]).await,
@@ -700,9 +698,7 @@ async fn a_fenced_off_worker_stays_fenced_off_when_the_saga_is_free_again() {
     ));
     // b stalls too: the saga is free for whoever recovers it, but a's run,
     // fenced off, must not be the one to write.
-    schema
-        .sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
-        .await;
+    schema.expire_leases().await;
     let again = a.append(vec![started(id, 1)]).await;
     assert!(
         matches!(again, Err(StoreError::LeaseLost { .. })),

@@ -73,6 +73,24 @@ impl Counters {
     }
 }
 
+/// What a writer answers an append with, once its records are durable.
+pub(crate) type Answer = tokio::sync::oneshot::Receiver<Result<(), StoreError>>;
+
+/// The future [`Store::append`] returns for an append handed to a writer
+/// (`None`: nothing to write). Handing it over happens before, in the call
+/// itself, so that appends are ordered by call whether or not the caller
+/// awaits the answer.
+pub(crate) fn answered(
+    sent: Result<Option<Answer>, StoreError>,
+) -> BoxFuture<'static, Result<(), StoreError>> {
+    Box::pin(async move {
+        match sent? {
+            Some(answer) => answer.await.map_err(|_| StoreError::Closed)?,
+            None => Ok(()),
+        }
+    })
+}
+
 /// A boxed future, as the object-safe [`Store`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

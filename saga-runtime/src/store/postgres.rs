@@ -45,8 +45,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
-    BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError, StoredRecord,
-    StoredSaga, created, final_state,
+    Answer, BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError,
+    StoredRecord, StoredSaga, answered, created, final_state,
 };
 use crate::SagaId;
 use crate::log::{Record, SagaState};
@@ -395,10 +395,7 @@ impl PostgresStore {
 
     /// Encodes `records` and hands them to the writer; the receiver answers
     /// once they are durable.
-    fn enqueue(
-        &self,
-        records: Vec<Record>,
-    ) -> Result<Option<oneshot::Receiver<Result<(), StoreError>>>, StoreError> {
+    fn enqueue(&self, records: Vec<Record>) -> Result<Option<Answer>, StoreError> {
         let Some(first) = records.first() else {
             return Ok(None);
         };
@@ -902,14 +899,7 @@ fn summary(row: &Row) -> Result<SagaSummary, StoreError> {
 
 impl Store for PostgresStore {
     fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>> {
-        // Encode and enqueue now, so appends are ordered by call.
-        let sent = self.enqueue(records);
-        Box::pin(async move {
-            match sent? {
-                Some(answer) => answer.await.map_err(|_| StoreError::Closed)?,
-                None => Ok(()),
-            }
-        })
+        answered(self.enqueue(records))
     }
 
     fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {

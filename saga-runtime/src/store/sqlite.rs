@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError, StoredRecord,
-    StoredSaga, created, final_state,
+    Answer, BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError,
+    StoredRecord, StoredSaga, answered, created, final_state,
 };
 use crate::SagaId;
 use crate::log::{Record, SagaState};
@@ -183,10 +183,7 @@ impl SqliteStore {
 
     /// Encodes `records` and hands them to the writer; the receiver answers
     /// once they are durable.
-    fn enqueue(
-        &self,
-        records: Vec<Record>,
-    ) -> Result<Option<oneshot::Receiver<Result<(), StoreError>>>, StoreError> {
+    fn enqueue(&self, records: Vec<Record>) -> Result<Option<Answer>, StoreError> {
         let Some(first) = records.first() else {
             return Ok(None);
         };
@@ -485,16 +482,7 @@ fn records_of(conn: &Connection, id: [u8; 16]) -> Result<Vec<StoredRecord>, rusq
 
 impl Store for SqliteStore {
     fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>> {
-        // Encode and enqueue now, so appends are ordered by call: the
-        // writer commits them in that order, whether or not the caller
-        // awaits the answer.
-        let sent = self.enqueue(records);
-        Box::pin(async move {
-            match sent? {
-                Some(answer) => answer.await.map_err(|_| StoreError::Closed)?,
-                None => Ok(()),
-            }
-        })
+        answered(self.enqueue(records))
     }
 
     fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {
