@@ -3,10 +3,12 @@
 //! every saga is completed or compensated, never half, and no money was
 //! created or lost. Once with the log in SQLite, once in PostgreSQL (the
 //! server at `DATABASE_URL`, default `postgres://postgres@127.0.0.1/test`,
-//! in a schema of this run's own).
+//! in a schema of this run's own). And once with two workers sharing the
+//! PostgreSQL log at the same time: one is killed, and the other takes its
+//! sagas over when their leases run out, and finishes everything.
 //!
-//! This test runs itself as the worker (`kill_recovery --worker DIR STORE`),
-//! so it has its own `main` (`harness = false` in Cargo.toml).
+//! This test runs itself as the worker (`kill_recovery --worker DIR LOG
+//! [--drain]`), so it has its own `main` (`harness = false` in Cargo.toml).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -32,8 +34,9 @@ fn main() -> ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--worker") {
         let dir = PathBuf::from(&args[i + 1]);
         let store = Log::parse(&args[i + 2]);
+        let drain = args.iter().any(|a| a == "--drain");
         let runtime = tokio::runtime::Runtime::new().expect("tokio");
-        return match runtime.block_on(worker(&dir, &store)) {
+        return match runtime.block_on(worker(&dir, &store, drain)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("worker: {e}");
@@ -42,15 +45,30 @@ fn main() -> ExitCode {
         };
     }
     // libtest-style output, so CI's summary counts these tests.
-    let schema = format!("saga_kill_{}", SagaId::random().as_uuid().simple());
-    let logs = [Log::Sqlite, Log::Postgres(schema)];
-    println!("\nrunning {} tests", logs.len());
+    let schema = || format!("saga_kill_{}", SagaId::random().as_uuid().simple());
+    let cases: [(&str, Log, fn(&Log) -> Result<String, String>); 3] = [
+        (
+            "killed_workers_leave_every_saga_whole_sqlite",
+            Log::Sqlite,
+            killed_workers_leave_every_saga_whole,
+        ),
+        (
+            "killed_workers_leave_every_saga_whole_postgres",
+            Log::postgres(schema(), "kill-test", 15_000),
+            killed_workers_leave_every_saga_whole,
+        ),
+        (
+            "a_killed_worker_s_sagas_are_finished_by_the_other_postgres",
+            Log::postgres(schema(), "w1", 1_000),
+            a_killed_worker_s_sagas_are_finished_by_the_other,
+        ),
+    ];
+    println!("\nrunning {} tests", cases.len());
     let started = Instant::now();
     let mut failed = 0;
-    for log in &logs {
-        let name = format!("killed_workers_leave_every_saga_whole_{}", log.name());
-        let result = killed_workers_leave_every_saga_whole(log);
-        if let Log::Postgres(schema) = log {
+    for (name, log, test) in &cases {
+        let result = test(log);
+        if let Log::Postgres { schema, .. } = log {
             drop_schema(schema);
         }
         match result {
@@ -67,25 +85,41 @@ fn main() -> ExitCode {
     };
     println!(
         "\ntest result: {word}. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
-        logs.len() - failed,
+        cases.len() - failed,
         started.elapsed().as_secs_f64()
     );
     code
 }
 
 /// Where the workers keep the saga log.
+#[derive(Clone)]
 enum Log {
     /// `sagas.db` in the run's directory.
     Sqlite,
-    /// This schema of the PostgreSQL server.
-    Postgres(String),
+    /// This schema of the PostgreSQL server, as this worker, with this lease.
+    Postgres {
+        schema: String,
+        worker: String,
+        lease_ms: u64,
+    },
 }
 
 impl Log {
-    fn name(&self) -> &'static str {
+    fn postgres(schema: String, worker: &str, lease_ms: u64) -> Log {
+        Log::Postgres {
+            schema,
+            worker: worker.into(),
+            lease_ms,
+        }
+    }
+
+    /// The same log, as another worker.
+    fn as_worker(&self, name: &str) -> Log {
         match self {
-            Log::Sqlite => "sqlite",
-            Log::Postgres(_) => "postgres",
+            Log::Sqlite => Log::Sqlite,
+            Log::Postgres {
+                schema, lease_ms, ..
+            } => Log::postgres(schema.clone(), name, *lease_ms),
         }
     }
 
@@ -93,26 +127,38 @@ impl Log {
     fn arg(&self) -> String {
         match self {
             Log::Sqlite => "sqlite".into(),
-            Log::Postgres(schema) => format!("postgres:{schema}"),
+            Log::Postgres {
+                schema,
+                worker,
+                lease_ms,
+            } => format!("postgres:{schema}:{worker}:{lease_ms}"),
         }
     }
 
     fn parse(arg: &str) -> Log {
-        match arg.strip_prefix("postgres:") {
-            Some(schema) => Log::Postgres(schema.into()),
-            None => Log::Sqlite,
+        let parts: Vec<&str> = arg.split(':').collect();
+        match parts.as_slice() {
+            ["postgres", schema, worker, lease_ms] => {
+                Log::postgres((*schema).into(), worker, lease_ms.parse().expect("lease"))
+            }
+            _ => Log::Sqlite,
         }
     }
 
-    /// Opens the log. Every worker has the same id, as one machine's
-    /// restarted worker would, so it takes its own sagas back at once.
+    /// Opens the log. A restarted worker has the id it had, as one
+    /// machine's would, so it takes its own sagas back at once.
     async fn open(&self, dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
         Ok(match self {
             Log::Sqlite => Arc::new(SqliteStore::open(dir.join("sagas.db"))?),
-            Log::Postgres(schema) => Arc::new(
+            Log::Postgres {
+                schema,
+                worker,
+                lease_ms,
+            } => Arc::new(
                 PostgresStore::builder(database_url())
                     .schema(schema)
-                    .worker("kill-test")
+                    .worker(worker.as_str())
+                    .lease(Duration::from_millis(*lease_ms))
                     .connect()
                     .await?,
             ),
@@ -171,6 +217,58 @@ fn killed_workers_leave_every_saga_whole(log: &Log) -> Result<String, String> {
     let summary = check(&dir, log)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(format!("{kills} kills, {summary}"))
+}
+
+/// Two workers share the log and start the same sagas (each saga is
+/// created by one of them); the first is killed. The second finishes its
+/// own, then recovers until nothing is left running: the first's sagas
+/// become its own once their leases run out.
+fn a_killed_worker_s_sagas_are_finished_by_the_other(log: &Log) -> Result<String, String> {
+    let dir = std::env::temp_dir().join(format!("saga-kill-{}", SagaId::new()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // The accounts are opened once, before the workers race for them.
+    World::open(&dir.join("world.db")).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let spawn = |log: &Log, extra: &[&str]| {
+        Command::new(&exe)
+            .args(["--worker", &dir.display().to_string(), &log.arg()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))
+    };
+    let mut first = spawn(log, &[])?;
+    let mut second = spawn(&log.as_worker("w2"), &["--drain"])?;
+    let pause = 100 + u64::from(std::process::id()) % 300;
+    std::thread::sleep(Duration::from_millis(pause));
+    let killed = first.try_wait().map_err(|e| e.to_string())?.is_none();
+    if killed {
+        first.kill().map_err(|e| e.to_string())?; // SIGKILL
+    }
+    first.wait().map_err(|e| e.to_string())?;
+    let status = second.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("the second worker failed: {status}"));
+    }
+    let taken: usize = std::fs::read_to_string(dir.join("taken-over"))
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    if killed && taken == 0 {
+        return Err(
+            "the first worker was killed, and the second took none of its sagas over".into(),
+        );
+    }
+    let summary = check(&dir, log)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let how = if killed {
+        "first killed"
+    } else {
+        "first ended before the kill"
+    };
+    Ok(format!(
+        "{how} after {pause} ms, {taken} of its sagas taken over, {summary}"
+    ))
 }
 
 fn next(x: u64) -> u64 {
@@ -308,9 +406,12 @@ fn uuid_from(n: u64) -> u128 {
 }
 
 /// Recovers what the previous worker left, then starts every saga not yet
-/// in the log, and runs them all to their end.
-async fn worker(dir: &Path, log: &Log) -> Result<(), Error> {
+/// in the log, and runs them all to their end. With `drain`, then recovers
+/// again and again until no saga is left running (another worker's
+/// included, once their leases run out).
+async fn worker(dir: &Path, log: &Log, drain: bool) -> Result<(), Error> {
     let store = log.open(dir).await?;
+    let shared = Arc::clone(&store);
     let world = Arc::new(
         World::open(&dir.join("world.db")).map_err(|e| StoreError::Backend(e.to_string()))?,
     );
@@ -351,6 +452,27 @@ async fn worker(dir: &Path, log: &Log) -> Result<(), Error> {
             id: SagaId::new(),
             reason: e.to_string(),
         })??;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut taken = 0;
+    while drain {
+        let report = runtime.recover().await?;
+        taken += report.completed + report.compensated + report.stuck;
+        std::fs::write(dir.join("taken-over"), taken.to_string())
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let running = ListFilter {
+            state: Some(SagaState::Running),
+            ..ListFilter::default()
+        };
+        if shared.list(running).await?.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Store(StoreError::Backend(
+                "sagas still running after 60 s of recovery".into(),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
 }
