@@ -29,6 +29,9 @@ const ACCOUNTS: i64 = 20;
 const OPENING: i64 = 1_000;
 const KILLS: usize = 5;
 
+/// One of this file's tests: its summary, or why it failed.
+type Case = fn(&Log) -> Result<String, String>;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--worker") {
@@ -46,7 +49,7 @@ fn main() -> ExitCode {
     }
     // libtest-style output, so CI's summary counts these tests.
     let schema = || format!("saga_kill_{}", SagaId::random().as_uuid().simple());
-    let cases: [(&str, Log, fn(&Log) -> Result<String, String>); 3] = [
+    let cases: [(&str, Log, Case); 3] = [
         (
             "killed_workers_leave_every_saga_whole_sqlite",
             Log::Sqlite,
@@ -455,7 +458,10 @@ async fn worker(dir: &Path, log: &Log, drain: bool) -> Result<(), Error> {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut taken = 0;
-    while drain {
+    if !drain {
+        return Ok(());
+    }
+    loop {
         let report = runtime.recover().await?;
         taken += report.completed + report.compensated + report.stuck;
         std::fs::write(dir.join("taken-over"), taken.to_string())
