@@ -324,6 +324,43 @@ pub enum StoreError {
 }
 
 /// The state a saga's summary should move to after `records`, if any.
+/// An append made ready for a store's writer, in the appending task: its
+/// records' entries as JSON, and what it changes in the saga's summary.
+pub(crate) struct Encoded {
+    /// The saga.
+    pub(crate) id: SagaId,
+    /// Per record: its position, its time and its entry as JSON.
+    pub(crate) records: Vec<(i64, i64, String)>,
+    /// The saga's name and fingerprint, if the append creates it.
+    pub(crate) created: Option<(String, i64)>,
+    /// The saga's state after the append, and when it changed, if it did.
+    pub(crate) state: Option<(SagaState, i64)>,
+}
+
+impl Encoded {
+    /// `None` for an empty append.
+    pub(crate) fn of(records: &[Record]) -> Result<Option<Encoded>, StoreError> {
+        let Some(first) = records.first() else {
+            return Ok(None);
+        };
+        let id = first.saga_id;
+        let mut encoded = Vec::with_capacity(records.len());
+        for r in records {
+            let body = serde_json::to_string(&r.entry).map_err(|e| StoreError::Encode {
+                saga: id,
+                message: e.to_string(),
+            })?;
+            encoded.push((r.seq as i64, r.at_ms as i64, body));
+        }
+        Ok(Some(Encoded {
+            id,
+            records: encoded,
+            created: created(first).map(|(name, fp)| (name.to_string(), fp as i64)),
+            state: final_state(records).map(|s| (s, records.last().map_or(0, |r| r.at_ms) as i64)),
+        }))
+    }
+}
+
 pub(crate) fn final_state(records: &[Record]) -> Option<SagaState> {
     records.iter().rev().find_map(|r| r.entry.state_after())
 }

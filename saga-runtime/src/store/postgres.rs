@@ -45,8 +45,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
-    Answer, BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError,
-    StoredRecord, StoredSaga, answered, created, final_state,
+    Answer, BoxFuture, CommitStats, Counters, Encoded, ListFilter, SagaSummary, Store, StoreError,
+    StoredRecord, StoredSaga, answered,
 };
 use crate::SagaId;
 use crate::log::{Record, SagaState};
@@ -396,32 +396,30 @@ impl PostgresStore {
     /// Encodes `records` and hands them to the writer; the receiver answers
     /// once they are durable.
     fn enqueue(&self, records: Vec<Record>) -> Result<Option<Answer>, StoreError> {
-        let Some(first) = records.first() else {
+        let Some(encoded) = Encoded::of(&records)? else {
             return Ok(None);
         };
-        let id = first.saga_id;
-        let created = created(first).map(|(name, fp)| (name.to_string(), fp as i64));
-        let state =
-            final_state(&records).map(|s| (s, records.last().map_or(0, |r| r.at_ms) as i64));
-        let mut bodies = Vec::with_capacity(records.len());
-        for r in &records {
-            bodies.push(
-                serde_json::to_string(&r.entry).map_err(|e| StoreError::Encode {
-                    saga: id,
-                    message: e.to_string(),
-                })?,
-            );
+        let n = encoded.records.len();
+        let (mut seqs, mut at_ms, mut bodies) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (seq, at, body) in encoded.records {
+            seqs.push(seq);
+            at_ms.push(at);
+            bodies.push(body);
         }
         let (reply, answer) = oneshot::channel();
         self.shared
             .writer
             .send(Append {
-                id,
-                seqs: records.iter().map(|r| r.seq as i64).collect(),
-                at_ms: records.iter().map(|r| r.at_ms as i64).collect(),
+                id: encoded.id,
+                seqs,
+                at_ms,
                 bodies,
-                created,
-                state,
+                created: encoded.created,
+                state: encoded.state,
                 reply,
             })
             .map_err(|_| StoreError::Closed)?;

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Answer, BoxFuture, CommitStats, Counters, ListFilter, SagaSummary, Store, StoreError,
-    StoredRecord, StoredSaga, answered, created, final_state,
+    Answer, BoxFuture, CommitStats, Counters, Encoded, ListFilter, SagaSummary, Store, StoreError,
+    StoredRecord, StoredSaga, answered,
 };
 use crate::SagaId;
 use crate::log::{Record, SagaState};
@@ -107,19 +107,9 @@ struct Shared {
     stats: Arc<Counters>,
 }
 
-/// A record encoded by the appending task, ready for the writer.
-struct Encoded {
-    saga_id: [u8; 16],
-    seq: i64,
-    at_ms: i64,
-    body: String,
-}
-
-/// One append: its records, and what it changes in the saga's summary.
+/// One append, encoded by the appending task, and whom to answer.
 struct Append {
-    records: Vec<Encoded>,
-    created: Option<(String, i64)>,
-    state: Option<(SagaState, i64)>,
+    encoded: Encoded,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -184,34 +174,11 @@ impl SqliteStore {
     /// Encodes `records` and hands them to the writer; the receiver answers
     /// once they are durable.
     fn enqueue(&self, records: Vec<Record>) -> Result<Option<Answer>, StoreError> {
-        let Some(first) = records.first() else {
+        let Some(encoded) = Encoded::of(&records)? else {
             return Ok(None);
         };
-        let id = first.saga_id;
-        let created = created(first).map(|(name, fp)| (name.to_string(), fp as i64));
-        let state =
-            final_state(&records).map(|s| (s, records.last().map_or(0, |r| r.at_ms) as i64));
-        let saga_id = key(id);
-        let mut encoded = Vec::with_capacity(records.len());
-        for r in &records {
-            let body = serde_json::to_string(&r.entry).map_err(|e| StoreError::Encode {
-                saga: id,
-                message: e.to_string(),
-            })?;
-            encoded.push(Encoded {
-                saga_id,
-                seq: r.seq as i64,
-                at_ms: r.at_ms as i64,
-                body,
-            });
-        }
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Append(Append {
-            records: encoded,
-            created,
-            state,
-            reply,
-        }))?;
+        self.send(Request::Append(Append { encoded, reply }))?;
         Ok(Some(answer))
     }
 
@@ -381,18 +348,20 @@ fn write_batch(
             if failed[i].is_some() {
                 continue;
             }
-            let Some(first) = append.records.first() else {
+            let e = &append.encoded;
+            let Some(&(_, first_at, _)) = e.records.first() else {
                 continue;
             };
+            let saga_id = key(e.id);
             let one = (|| -> Result<(), rusqlite::Error> {
-                if let Some((name, fingerprint)) = &append.created {
-                    create.execute(params![first.saga_id, name, fingerprint, first.at_ms])?;
+                if let Some((name, fingerprint)) = &e.created {
+                    create.execute(params![saga_id, name, fingerprint, first_at])?;
                 }
-                for r in &append.records {
-                    insert.execute(params![r.saga_id, r.seq, r.at_ms, r.body])?;
+                for (seq, at_ms, body) in &e.records {
+                    insert.execute(params![saga_id, seq, at_ms, body])?;
                 }
-                if let Some((state, at)) = append.state {
-                    update.execute(params![first.saga_id, state.as_str(), at])?;
+                if let Some((state, at)) = e.state {
+                    update.execute(params![saga_id, state.as_str(), at])?;
                 }
                 Ok(())
             })();
@@ -400,7 +369,7 @@ fn write_batch(
                 // Dropping the transaction rolls it back.
                 return Err(BatchError::Append(i, e));
             }
-            written += append.records.len() as u64;
+            written += append.encoded.records.len() as u64;
         }
     }
     tx.commit().map_err(BatchError::Transaction)?;
@@ -412,10 +381,10 @@ fn conflict_or_backend(append: &Append, e: rusqlite::Error) -> StoreError {
         &e,
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
     );
-    match (constraint, append.records.first()) {
-        (true, Some(first)) => StoreError::Conflict {
-            saga: SagaId::from(uuid::Uuid::from_bytes(first.saga_id)),
-            seq: first.seq as u64,
+    match (constraint, append.encoded.records.first()) {
+        (true, Some(&(seq, _, _))) => StoreError::Conflict {
+            saga: append.encoded.id,
+            seq: seq as u64,
         },
         _ => backend(e),
     }
