@@ -390,6 +390,7 @@ impl Runtime {
                 let Some(claim) = self.inner.live.claim(id) else {
                     continue;
                 };
+                store.resuming(id);
                 while tasks.len() >= limit {
                     if let Some(joined) = tasks.join_next().await {
                         report.take(joined)?;
@@ -428,6 +429,7 @@ impl Runtime {
             id,
             state: SagaState::Running.as_str(),
         })?;
+        store.resuming(id);
         let seq = stored.records.last().map_or(0, |r| r.seq + 1);
         store
             .append(vec![Record::new(id, seq, Entry::Resumed)])
@@ -448,6 +450,7 @@ impl Runtime {
             })?;
         saga.check_markable(&stored, step)?;
         let store = self.inner.store.as_ref().ok_or(Error::NoStore)?;
+        store.resuming(id);
         let seq = stored.records.last().map_or(0, |r| r.seq + 1);
         let entry = Entry::MarkedCompensated {
             step: step.to_string(),

@@ -705,9 +705,17 @@ async fn a_fenced_off_worker_stays_fenced_off_when_the_saga_is_free_again() {
         "{again:?}"
     );
     assert_eq!(a.load(id).await.unwrap().unwrap().records.len(), 1);
-    // Recovery by a gives it the saga again, under a new token.
+    // Recovery by a takes the saga again, but the fenced-off run may still
+    // be live in a: it gets nothing until a runs the saga anew.
     assert_eq!(a.unfinished().await.unwrap().len(), 1);
+    let stale = a.append(vec![started(id, 1)]).await;
+    assert!(
+        matches!(stale, Err(StoreError::LeaseLost { .. })),
+        "{stale:?}"
+    );
+    a.resuming(id);
     a.append(vec![started(id, 1)]).await.unwrap();
+    assert_eq!(a.load(id).await.unwrap().unwrap().records.len(), 2);
 }
 
 #[tokio::test]
@@ -771,4 +779,51 @@ async fn a_lost_connection_is_replaced_and_nothing_is_lost() {
         log.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
         [0, 1, 2]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_off_run_gets_nothing_when_its_worker_recovers_the_saga_meanwhile() {
+    let schema = Schema::new();
+    // Worker a's run stalls inside the pivot.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a_store = schema.store("a", LONG).await;
+    let a = Runtime::builder()
+        .store(a_store.clone())
+        .build()
+        .await
+        .unwrap();
+    a.register(Arc::new(Slow {
+        gate: Some(Arc::clone(&gate)),
+        waiting: Arc::clone(&waiting),
+    }));
+    let handle = a.start::<Slow>(1).await.unwrap();
+    let id = handle.id();
+    while waiting.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // b takes the saga over and is cut off in turn: the saga is free again,
+    // and a's stalled run has not tried to write since.
+    schema.expire_leases().await;
+    let b = schema.store("b", LONG).await;
+    assert_eq!(b.unfinished().await.unwrap().len(), 1);
+    schema.expire_leases().await;
+    // a recovers while its stalled run is still live: recovery leaves the
+    // saga to that run, and that run, fenced off, writes nothing.
+    let report = a.recover().await.unwrap();
+    assert_eq!(report.completed + report.compensated, 0, "{report:?}");
+    gate.add_permits(1);
+    let stopped = handle.outcome().await;
+    assert!(
+        matches!(
+            &stopped,
+            Err(saga_runtime::Error::Store(StoreError::LeaseLost { .. }))
+        ),
+        "{stopped:?}"
+    );
+    // The next recovery runs the saga anew, and finishes it.
+    let report = a.recover().await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    let log = a_store.load(id).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, SagaState::Completed);
 }

@@ -151,6 +151,16 @@ pub trait Store: Send + Sync + 'static {
         let _ = id;
         Box::pin(async { Ok(()) })
     }
+
+    /// This process is about to run saga `id` (recovery read it with
+    /// [`unfinished_page`](Self::unfinished_page), or an operator resumes
+    /// it), and no other run of it is live here. A store that fences
+    /// workers off keeps a saga it takes over out of reach of an earlier,
+    /// fenced-off run of it in this process until then. Stores without
+    /// owners have nothing to do.
+    fn resuming(&self, id: SagaId) {
+        let _ = id;
+    }
 }
 
 /// A shared store is a store: one `Arc<dyn Store>` chosen at run time (a
@@ -186,6 +196,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn release(&self, id: SagaId) -> BoxFuture<'_, Result<(), StoreError>> {
         (**self).release(id)
+    }
+
+    fn resuming(&self, id: SagaId) {
+        (**self).resuming(id)
     }
 }
 

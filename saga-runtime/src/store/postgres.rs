@@ -210,6 +210,10 @@ struct Ownership {
     worker: String,
     lease_ms: i64,
     tokens: Mutex<HashMap<SagaId, i64>>,
+    /// Tokens recovery took for sagas fenced off in this process, kept
+    /// from any run of theirs still live here until the runtime says it
+    /// resumes them ([`Store::resuming`]).
+    pending: Mutex<HashMap<SagaId, i64>>,
     /// Cleared when the writer's connection is gone: leases are then left
     /// to lapse, so that another worker takes what this one cannot write.
     writing: AtomicBool,
@@ -234,6 +238,43 @@ impl Ownership {
     fn release(&self, id: SagaId) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         tokens.remove(&id);
+    }
+
+    /// Recovery took saga `id` under `token`. If a run of it in this
+    /// process held it under another token (it was taken over since, or
+    /// fenced off), that run may still be live, with a view of the log that
+    /// is out of date: the token waits for [`resuming`](Self::resuming).
+    fn claimed(&self, id: SagaId, token: i64) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        match tokens.get(&id) {
+            Some(&held) if held != token => {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.insert(id, token);
+            }
+            _ => {
+                tokens.insert(id, token);
+            }
+        }
+    }
+
+    /// A new run of saga `id` starts in this process, and no other is live.
+    fn resuming(&self, id: SagaId) {
+        let taken = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.remove(&id)
+        };
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        match taken {
+            Some(token) => {
+                tokens.insert(id, token);
+            }
+            // Fenced off, and not taken since: the new run asks for the
+            // saga on its first write (it gets it if nobody else holds it).
+            None if tokens.get(&id) == Some(&FENCED) => {
+                tokens.remove(&id);
+            }
+            None => {}
+        }
     }
 
     /// The sagas this worker holds (not those fenced off), in id order.
@@ -320,6 +361,7 @@ impl PostgresBuilder {
             worker,
             lease_ms,
             tokens: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             writing: AtomicBool::new(true),
         });
         let stats = Arc::new(Counters::default());
@@ -975,7 +1017,7 @@ impl Store for PostgresStore {
                     .map_err(backend)?;
                 for row in &claimed {
                     let summary = summary(row)?;
-                    owner.hold(summary.id, row.get(6));
+                    owner.claimed(summary.id, row.get(6));
                     sagas.push(summary);
                 }
                 if candidates.len() < wanted {
@@ -1042,6 +1084,10 @@ impl Store for PostgresStore {
                 .map_err(backend)?;
             Ok(row.get::<_, i64>(0) as u64)
         })
+    }
+
+    fn resuming(&self, id: SagaId) {
+        self.shared.owner.resuming(id);
     }
 
     fn release(&self, id: SagaId) -> BoxFuture<'_, Result<(), StoreError>> {
