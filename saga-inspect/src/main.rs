@@ -130,6 +130,7 @@ async fn open(db: &str, schema: &str) -> Result<Arc<dyn Store>, String> {
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
         let store = PostgresStore::builder(db)
             .schema(schema)
+            .create(false)
             .worker(format!("saga-inspect-{}", std::process::id()))
             .connect()
             .await

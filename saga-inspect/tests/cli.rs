@@ -210,6 +210,13 @@ async fn reads_a_postgresql_log_too() {
         .await
         .unwrap();
 
+    let missing = inspect(&url, &["--schema", &format!("{schema}_typo"), "list"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("holds no saga log"),
+        "{}",
+        text(&missing.stderr)
+    );
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let lines = text(&listed.stdout);
     assert_eq!(lines.lines().count(), 2, "{lines}");

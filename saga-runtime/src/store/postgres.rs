@@ -297,6 +297,7 @@ pub struct PostgresBuilder {
     schema: String,
     worker: Option<String>,
     lease: Duration,
+    create: bool,
 }
 
 impl PostgresBuilder {
@@ -311,6 +312,14 @@ impl PostgresBuilder {
     /// stable id per worker, and one process per id at a time.
     pub fn worker(mut self, worker: impl Into<String>) -> Self {
         self.worker = Some(worker.into());
+        self
+    }
+
+    /// Whether to create the schema and its tables if missing (default
+    /// true). A tool that only reads a log sets it false, so that a
+    /// mistyped schema is an error instead of an empty new log.
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
         self
     }
 
@@ -355,7 +364,7 @@ impl PostgresBuilder {
             name: format!("saga {worker}"),
         });
         let mut write_conn = connector.open().await?;
-        migrate(&mut write_conn, &self.schema).await?;
+        migrate(&mut write_conn, &self.schema, self.create).await?;
         let reader = connector.open().await?;
         let owner = Arc::new(Ownership {
             worker,
@@ -417,6 +426,7 @@ impl PostgresStore {
             schema: "saga".into(),
             worker: None,
             lease: Duration::from_secs(15),
+            create: true,
         }
     }
 
@@ -550,7 +560,24 @@ impl Connector {
     }
 }
 
-async fn migrate(client: &mut Client, schema: &str) -> Result<(), StoreError> {
+/// Creates or migrates the store's tables in `schema`; with `create`
+/// false, refuses a schema that holds no saga log instead.
+async fn migrate(client: &mut Client, schema: &str, create: bool) -> Result<(), StoreError> {
+    if !create {
+        let found = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.tables
+                 WHERE table_schema = $1 AND table_name = 'saga_schema'",
+                &[&schema],
+            )
+            .await
+            .map_err(backend)?;
+        if found.is_none() {
+            return Err(StoreError::Backend(format!(
+                "PostgreSQL schema `{schema}` holds no saga log"
+            )));
+        }
+    }
     let tx = client.transaction().await.map_err(backend)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
