@@ -9,13 +9,11 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use saga::Runtime;
 use saga::store::SqliteStore;
 
-use support::Noop;
+use support::{Noop, with_noop};
 
 const IN_FLIGHT: usize = 256;
 
@@ -27,15 +25,7 @@ fn durable(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("saga-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let store = SqliteStore::open(dir.join("sagas.db")).expect("store");
-    let runtime = rt.block_on(async {
-        let runtime = Runtime::builder()
-            .store(store.clone())
-            .build()
-            .await
-            .expect("runtime");
-        runtime.register(Arc::new(Noop { fail_last: false }));
-        runtime
-    });
+    let runtime = rt.block_on(with_noop(Runtime::builder().store(store.clone()), false));
     let mut group = c.benchmark_group("durable_sqlite");
     group.throughput(Throughput::Elements(IN_FLIGHT as u64));
     group.sample_size(20);

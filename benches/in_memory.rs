@@ -7,21 +7,15 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use saga::Runtime;
 
-use support::{Noop, by_hand};
+use support::{Noop, by_hand, with_noop};
 
 const IN_FLIGHT: usize = 256;
 
 fn runtime_for(fail_last: bool, rt: &tokio::runtime::Runtime) -> Runtime {
-    rt.block_on(async {
-        let runtime = Runtime::builder().build().await.expect("in-memory runtime");
-        runtime.register(Arc::new(Noop { fail_last }));
-        runtime
-    })
+    rt.block_on(with_noop(Runtime::builder(), fail_last))
 }
 
 fn sequential(c: &mut Criterion) {

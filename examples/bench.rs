@@ -20,7 +20,7 @@ use saga::log::{DefinitionSnapshot, Entry, Record};
 use saga::prelude::*;
 use saga::store::{SqliteStore, Store};
 
-use support::{Noop, by_hand};
+use support::{Noop, by_hand, with_noop};
 
 /// Resident memory of this process in bytes (Linux), 0 elsewhere.
 fn resident() -> i64 {
@@ -90,8 +90,7 @@ fn in_memory_rows() {
             .build()
             .expect("tokio");
         let (saga, hand) = current.block_on(async {
-            let runtime = Runtime::builder().build().await.expect("runtime");
-            runtime.register(Arc::new(Noop { fail_last: fail }));
+            let runtime = with_noop(Runtime::builder(), fail).await;
             let saga = rate(1000, || async {
                 for i in 0..1000 {
                     let outcome = runtime.run::<Noop>(i).await.expect("run");
@@ -118,8 +117,7 @@ fn in_memory_rows() {
         );
         let multi = tokio::runtime::Runtime::new().expect("tokio");
         let (saga, hand) = multi.block_on(async {
-            let runtime = Runtime::builder().build().await.expect("runtime");
-            runtime.register(Arc::new(Noop { fail_last: fail }));
+            let runtime = with_noop(Runtime::builder(), fail).await;
             let saga = rate(IN_FLIGHT, || in_flight(&runtime, fail)).await;
             let hand = rate(IN_FLIGHT, || by_hand_in_flight(fail)).await;
             (saga, hand)
@@ -137,12 +135,7 @@ fn durable_row(dir: &std::path::Path) {
     let multi = tokio::runtime::Runtime::new().expect("tokio");
     let store = SqliteStore::open(dir.join("durable.db")).expect("store");
     let saga = multi.block_on(async {
-        let runtime = Runtime::builder()
-            .store(store.clone())
-            .build()
-            .await
-            .expect("runtime");
-        runtime.register(Arc::new(Noop { fail_last: false }));
+        let runtime = with_noop(Runtime::builder().store(store.clone()), false).await;
         rate(IN_FLIGHT, || in_flight(&runtime, false)).await
     });
     let stats = store.stats();
@@ -174,12 +167,7 @@ fn postgres_row() {
                 return;
             }
         };
-        let runtime = Runtime::builder()
-            .store(store.clone())
-            .build()
-            .await
-            .expect("runtime");
-        runtime.register(Arc::new(Noop { fail_last: false }));
+        let runtime = with_noop(Runtime::builder().store(store.clone()), false).await;
         let saga = rate(IN_FLIGHT, || in_flight(&runtime, false)).await;
         let stats = store.stats();
         row(
@@ -261,13 +249,8 @@ fn recovery_row(dir: &std::path::Path) {
         let read = started.elapsed();
         assert_eq!(logs.len() as u64, N);
         drop(logs);
-        let runtime = Runtime::builder()
-            .store(store)
-            .recovery_concurrency(1024)
-            .build()
-            .await
-            .expect("runtime");
-        runtime.register(Arc::new(Noop { fail_last: false }));
+        let builder = Runtime::builder().store(store).recovery_concurrency(1024);
+        let runtime = with_noop(builder, false).await;
         let started = Instant::now();
         let report = runtime.recover().await.expect("recover");
         (read, started.elapsed(), report)

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use saga::prelude::*;
 
 /// A 3-step saga whose steps do nothing; `fail_last` makes the last step
@@ -97,4 +99,11 @@ pub async fn by_hand(input: u64, fail_last: bool) -> Result<u64, Fail> {
             Err(e)
         }
     }
+}
+
+/// Builds `builder` (in memory, or with a store) and registers [`Noop`].
+pub async fn with_noop(builder: saga::Builder, fail_last: bool) -> Runtime {
+    let runtime = builder.build().await.expect("runtime");
+    runtime.register(Arc::new(Noop { fail_last }));
+    runtime
 }

@@ -5,6 +5,8 @@
 //! `postgres://postgres@127.0.0.1/test`); each test works in a schema of its
 //! own, dropped at its end, so runs never collide.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use saga::prelude::*;
 use saga_runtime::SagaId;
 use saga_runtime::log::{DefinitionSnapshot, Entry, Record, SagaState};
 use saga_runtime::store::{ListFilter, PostgresStore, Store, StoreError};
+use support::{created, started};
 
 fn url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into())
@@ -46,6 +49,15 @@ impl Schema {
     }
 
     /// Runs `sql` in this schema, as an operator (or a test) would.
+    /// Workers a and b in this schema, and a saga a created.
+    async fn a_and_b(&self) -> (PostgresStore, PostgresStore, SagaId) {
+        let a = self.store("a", LONG).await;
+        let b = self.store("b", LONG).await;
+        let id = SagaId::new();
+        a.append(vec![created(id)]).await.unwrap();
+        (a, b, id)
+    }
+
     /// Ends every lease at once, as if every worker had stalled past it.
     async fn expire_leases(&self) {
         self.sql("UPDATE sagas SET lease_until = now() - interval '1 second'")
@@ -94,30 +106,6 @@ impl Drop for Schema {
 }
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn created(id: SagaId) -> Record {
-    Record::new(
-        id,
-        0,
-        Entry::Created {
-            saga: "Transfer".into(),
-            fingerprint: u64::MAX - 1,
-            input: serde_json::json!({ "amount": 10 }),
-            definition: DefinitionSnapshot { steps: vec![] },
-        },
-    )
-}
-
-fn started(id: SagaId, seq: u64) -> Record {
-    Record::new(
-        id,
-        seq,
-        Entry::StepStarted {
-            step: "hold".into(),
-            attempt: seq as u32,
-        },
-    )
-}
 
 #[tokio::test]
 async fn records_come_back_in_order_and_each_saga_state_is_tracked() {
@@ -233,10 +221,7 @@ async fn a_second_writer_of_the_same_record_is_refused_and_others_unaffected() {
 #[tokio::test]
 async fn a_worker_cannot_write_or_take_a_saga_another_holds() {
     let schema = Schema::new();
-    let a = schema.store("a", LONG).await;
-    let b = schema.store("b", LONG).await;
-    let id = SagaId::new();
-    a.append(vec![created(id)]).await.unwrap();
+    let (a, b, id) = schema.a_and_b().await;
 
     let refused = b.append(vec![started(id, 1)]).await;
     assert!(
@@ -252,10 +237,7 @@ async fn a_worker_cannot_write_or_take_a_saga_another_holds() {
 #[tokio::test]
 async fn a_saga_whose_lease_expired_is_taken_over_and_its_old_owner_fenced_off() {
     let schema = Schema::new();
-    let a = schema.store("a", LONG).await;
-    let b = schema.store("b", LONG).await;
-    let id = SagaId::new();
-    a.append(vec![created(id)]).await.unwrap();
+    let (a, b, id) = schema.a_and_b().await;
     // Worker a stalls for longer than its lease (as if paused or cut off).
     schema.expire_leases().await;
 
@@ -686,10 +668,7 @@ async fn pages_are_full_until_no_saga_this_worker_may_take_follows() {
 #[tokio::test]
 async fn a_fenced_off_worker_stays_fenced_off_when_the_saga_is_free_again() {
     let schema = Schema::new();
-    let a = schema.store("a", LONG).await;
-    let b = schema.store("b", LONG).await;
-    let id = SagaId::new();
-    a.append(vec![created(id)]).await.unwrap();
+    let (a, b, id) = schema.a_and_b().await;
     schema.expire_leases().await;
     assert_eq!(b.unfinished().await.unwrap().len(), 1);
     assert!(matches!(

@@ -1,11 +1,14 @@
 //! The SQLite store on its own: group commit, schema versions, conflicts,
 //! damaged records, pruning.
 
+mod support;
+
 use std::path::PathBuf;
 
 use saga_runtime::SagaId;
-use saga_runtime::log::{DefinitionSnapshot, Entry, Record, SagaState};
+use saga_runtime::log::{Entry, Record, SagaState};
 use saga_runtime::store::{ListFilter, SqliteStore, Store, StoreError};
+use support::created;
 
 /// A fresh directory under the system's temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -26,19 +29,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn created(id: SagaId) -> Record {
-    Record::new(
-        id,
-        0,
-        Entry::Created {
-            saga: "Transfer".into(),
-            fingerprint: u64::MAX - 1,
-            input: serde_json::json!({ "amount": 10 }),
-            definition: DefinitionSnapshot { steps: vec![] },
-        },
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,69 +209,77 @@ impl Drop for Shared {
 struct Ownership {
     worker: String,
     lease_ms: i64,
-    tokens: Mutex<HashMap<SagaId, i64>>,
-    /// Tokens recovery took for sagas fenced off in this process, kept
-    /// from any run of theirs still live here until the runtime says it
-    /// resumes them ([`Store::resuming`]).
-    pending: Mutex<HashMap<SagaId, i64>>,
+    holdings: Mutex<HashMap<SagaId, Holding>>,
     /// Cleared when the writer's connection is gone: leases are then left
     /// to lapse, so that another worker takes what this one cannot write.
     writing: AtomicBool,
 }
 
-/// The token of a saga whose write was refused: it matches none, and, not
-/// being 0, takes nothing over either. A run that was fenced off stays so,
-/// until recovery gives the saga to this worker again.
+/// What this worker knows of one saga's lease.
+#[derive(Clone, Copy, Default)]
+struct Holding {
+    /// The token this worker's runs of the saga write under; `None` once a
+    /// write was refused: a run fenced off stays so.
+    token: Option<i64>,
+    /// A token recovery took while a run of the saga here held another (it
+    /// was taken over since, or fenced off): that run may still be live,
+    /// with a view of the log that is out of date, so the token waits until
+    /// the runtime runs the saga anew ([`Store::resuming`]).
+    pending: Option<i64>,
+}
+
+/// The token sent for a saga fenced off: it matches none and, not being
+/// 0 (which asks for the saga), takes nothing over either.
 const FENCED: i64 = -1;
 
 impl Ownership {
+    fn holdings(&self) -> std::sync::MutexGuard<'_, HashMap<SagaId, Holding>> {
+        self.holdings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token to write saga `id` under: 0 asks for it.
     fn token(&self, id: SagaId) -> i64 {
-        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.get(&id).copied().unwrap_or(0)
+        self.holdings()
+            .get(&id)
+            .map_or(0, |h| h.token.unwrap_or(FENCED))
     }
 
     fn hold(&self, id: SagaId, token: i64) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.insert(id, token);
+        self.holdings().entry(id).or_default().token = Some(token);
+    }
+
+    fn fence(&self, id: SagaId) {
+        self.holdings().entry(id).or_default().token = None;
     }
 
     fn release(&self, id: SagaId) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.remove(&id);
+        self.holdings().remove(&id);
     }
 
-    /// Recovery took saga `id` under `token`. If a run of it in this
-    /// process held it under another token (it was taken over since, or
-    /// fenced off), that run may still be live, with a view of the log that
-    /// is out of date: the token waits for [`resuming`](Self::resuming).
+    /// Recovery took saga `id` under `token`.
     fn claimed(&self, id: SagaId, token: i64) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        match tokens.get(&id) {
-            Some(&held) if held != token => {
-                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                pending.insert(id, token);
-            }
-            _ => {
-                tokens.insert(id, token);
-            }
+        let mut holdings = self.holdings();
+        let holding = holdings.entry(id).or_insert(Holding {
+            token: Some(token),
+            pending: None,
+        });
+        if holding.token != Some(token) {
+            holding.pending = Some(token);
         }
     }
 
     /// A new run of saga `id` starts in this process, and no other is live.
     fn resuming(&self, id: SagaId) {
-        let taken = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.remove(&id)
+        let mut holdings = self.holdings();
+        let Some(holding) = holdings.get_mut(&id) else {
+            return;
         };
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        match taken {
-            Some(token) => {
-                tokens.insert(id, token);
-            }
+        match holding.pending.take() {
+            Some(token) => holding.token = Some(token),
             // Fenced off, and not taken since: the new run asks for the
             // saga on its first write (it gets it if nobody else holds it).
-            None if tokens.get(&id) == Some(&FENCED) => {
-                tokens.remove(&id);
+            None if holding.token.is_none() => {
+                holdings.remove(&id);
             }
             None => {}
         }
@@ -279,10 +287,10 @@ impl Ownership {
 
     /// The sagas this worker holds (not those fenced off), in id order.
     fn held(&self) -> Vec<uuid::Uuid> {
-        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        let mut ids: Vec<uuid::Uuid> = tokens
+        let mut ids: Vec<uuid::Uuid> = self
+            .holdings()
             .iter()
-            .filter(|(_, token)| **token > 0)
+            .filter(|(_, h)| h.token.is_some())
             .map(|(id, _)| id.as_uuid())
             .collect();
         ids.sort_unstable();
@@ -369,8 +377,7 @@ impl PostgresBuilder {
         let owner = Arc::new(Ownership {
             worker,
             lease_ms,
-            tokens: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            holdings: Mutex::new(HashMap::new()),
             writing: AtomicBool::new(true),
         });
         let stats = Arc::new(Counters::default());
@@ -788,7 +795,7 @@ async fn write_appends(
                         Ok(())
                     }
                     (None, None) => {
-                        owner.hold(append.id, FENCED);
+                        owner.fence(append.id);
                         Err(StoreError::LeaseLost { saga: append.id })
                     }
                 };
