@@ -8,7 +8,8 @@
 //! sagas over when their leases run out, and finishes everything.
 //!
 //! This test runs itself as the worker (`kill_recovery --worker DIR LOG
-//! [--drain]`), so it has its own `main` (`harness = false` in Cargo.toml).
+//! [--drain] [--signal FILE]`), so it has its own `main` (`harness = false`
+//! in Cargo.toml).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -38,8 +39,12 @@ fn main() -> ExitCode {
         let dir = PathBuf::from(&args[i + 1]);
         let store = Log::parse(&args[i + 2]);
         let drain = args.iter().any(|a| a == "--drain");
+        let signal = args
+            .iter()
+            .position(|a| a == "--signal")
+            .map(|i| PathBuf::from(&args[i + 1]));
         let runtime = tokio::runtime::Runtime::new().expect("tokio");
-        return match runtime.block_on(worker(&dir, &store, drain)) {
+        return match runtime.block_on(worker(&dir, &store, drain, signal)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("worker: {e}");
@@ -240,9 +245,21 @@ fn a_killed_worker_s_sagas_are_finished_by_the_other(log: &Log) -> Result<String
             .spawn()
             .map_err(|e| format!("cannot start a worker: {e}"))
     };
-    let mut first = spawn(log, &[])?;
+    let signal = dir.join("first-started");
+    let mut first = spawn(log, &["--signal", &signal.display().to_string()])?;
     let mut second = spawn(&log.as_worker("w2"), &["--drain"])?;
-    let pause = 100 + u64::from(std::process::id()) % 300;
+    // The kill comes a little after the first worker started its first
+    // saga, while it still has most of its share ahead of it: a pause timed
+    // from the spawn alone could end before a slow start (a loaded machine)
+    // and kill a worker that owned nothing yet.
+    let waiting = Instant::now();
+    while !signal.exists()
+        && first.try_wait().map_err(|e| e.to_string())?.is_none()
+        && waiting.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pause = 20 + u64::from(std::process::id()) % 100;
     std::thread::sleep(Duration::from_millis(pause));
     let killed = first.try_wait().map_err(|e| e.to_string())?.is_none();
     if killed {
@@ -270,7 +287,7 @@ fn a_killed_worker_s_sagas_are_finished_by_the_other(log: &Log) -> Result<String
         "first ended before the kill"
     };
     Ok(format!(
-        "{how} after {pause} ms, {taken} of its sagas taken over, {summary}"
+        "{how} {pause} ms after its first saga, {taken} of its sagas taken over, {summary}"
     ))
 }
 
@@ -412,7 +429,9 @@ fn uuid_from(n: u64) -> u128 {
 /// in the log, and runs them all to their end. With `drain`, then recovers
 /// again and again until no saga is left running (another worker's
 /// included, once their leases run out).
-async fn worker(dir: &Path, log: &Log, drain: bool) -> Result<(), Error> {
+/// `signal`, if given, is a file created once this worker's first saga is
+/// durable.
+async fn worker(dir: &Path, log: &Log, drain: bool, signal: Option<PathBuf>) -> Result<(), Error> {
     let store = log.open(dir).await?;
     let shared = Arc::clone(&store);
     let world = Arc::new(
@@ -426,9 +445,11 @@ async fn worker(dir: &Path, log: &Log, drain: bool) -> Result<(), Error> {
     }
     let mut tasks = tokio::task::JoinSet::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+    let signal = Arc::new(signal);
     for n in 0..SAGAS {
         let runtime = runtime.clone();
         let in_flight = Arc::clone(&in_flight);
+        let signal = Arc::clone(&signal);
         tasks.spawn(async move {
             let _permit = in_flight.acquire().await;
             let x = next(n);
@@ -443,7 +464,12 @@ async fn worker(dir: &Path, log: &Log, drain: bool) -> Result<(), Error> {
             };
             let options = SagaOptions::new().id(saga_id(n));
             match runtime.start_with::<World>(request, options).await {
-                Ok(handle) => handle.outcome().await.map(drop),
+                Ok(handle) => {
+                    if let Some(file) = signal.as_ref() {
+                        let _ = std::fs::File::create_new(file);
+                    }
+                    handle.outcome().await.map(drop)
+                }
                 // Started by an earlier worker: recovery finished it.
                 Err(Error::Store(StoreError::Conflict { .. })) => Ok(()),
                 Err(e) => Err(e),
