@@ -742,22 +742,58 @@ async fn a_lost_connection_is_replaced_and_nothing_is_lost() {
     let a = schema.store(&worker, LONG).await;
     let id = SagaId::new();
     a.append(vec![created(id)]).await.unwrap();
+    let terminate = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'saga {worker}'"
+    );
     // The server drops every connection of this worker (a restart, say).
-    schema
-        .sql(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = 'saga {worker}'"
-        ))
-        .await;
+    schema.sql(&terminate).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The writer notices on its next batch, reconnects and writes it.
     a.append(vec![started(id, 1)]).await.unwrap();
     a.append(vec![started(id, 2)]).await.unwrap();
+    // And when the batch comes right after the drop, before the client can
+    // have noticed, the batch fails on the old connection and is written
+    // again on a new one.
+    for seq in 3..8 {
+        schema.sql(&terminate).await;
+        a.append(vec![started(id, seq)]).await.unwrap();
+    }
     let log = a.load(id).await.unwrap().unwrap();
     assert_eq!(
         log.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        [0, 1, 2]
+        (0..8).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn a_read_cut_off_by_a_lost_connection_is_made_again_on_a_new_one() {
+    let schema = Schema::new();
+    let worker = format!("reread-{}", SagaId::random().as_uuid().simple());
+    let a = schema.store(&worker, LONG).await;
+    let id = SagaId::new();
+    a.append(vec![created(id)]).await.unwrap();
+    let running = || ListFilter {
+        state: Some(SagaState::Running),
+        ..ListFilter::default()
+    };
+    // Each read comes right after the server dropped the connection, before
+    // the client can have noticed: the read fails on the old connection,
+    // and is made again on a new one instead of failing its caller.
+    for round in 0..10 {
+        schema
+            .sql(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'saga {worker}'"
+            ))
+            .await;
+        let read = if round % 2 == 0 {
+            a.load(id).await.map(|log| log.map(|log| log.records.len()))
+        } else {
+            a.list(running()).await.map(|list| Some(list.len()))
+        };
+        assert_eq!(read.unwrap(), Some(1), "round {round}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

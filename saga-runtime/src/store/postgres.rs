@@ -26,8 +26,8 @@
 //! Writes go through one connection and commit in groups, as with SQLite:
 //! every append waiting when a transaction starts goes into it. Reads use a
 //! second connection. A connection the server dropped (a restart, say) is
-//! replaced: the writer writes its batch again on a new one, and the next
-//! read after a failed one reconnects. While the writer cannot reconnect,
+//! replaced: the writer writes its batch again on a new one, and a read
+//! cut off with it is made again on a new one. While the writer cannot reconnect,
 //! this worker's leases are left to lapse, so that another worker takes
 //! its sagas over.
 
@@ -42,6 +42,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row};
 
 use super::{
@@ -420,8 +421,30 @@ struct Append {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// The error as the caller sees it. A server error is named by its own
+/// message (tokio-postgres says only "db error" for every one of them).
 fn backend(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Backend(format!("PostgreSQL: {e}"))
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!(
+            "PostgreSQL: {} ({}): {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        )),
+        None => StoreError::Backend(format!("PostgreSQL: {e}")),
+    }
+}
+
+/// Whether `e` says the connection is gone: closed, or ended by the server
+/// (an administrator, a shutdown, a restart). The same statement may then
+/// succeed on a new connection.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|code| {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        })
 }
 
 impl PostgresStore {
@@ -485,24 +508,52 @@ impl PostgresStore {
         Ok(Some(answer))
     }
 
-    /// The reading connection, replaced by a new one if it was lost (the
-    /// server restarted, say).
+    /// Runs one statement on the reading connection and, if that
+    /// connection was lost under it (the server restarted, an administrator
+    /// ended it), once more on a new one, instead of failing the caller.
+    /// Every statement run here may run twice: reads, claims (a second
+    /// claim only renews the first) and releases.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let reader = self.reader().await?;
+        match reader.query(sql, params).await {
+            Err(e) if connection_lost(&e) => {
+                let reader = self.replace_reader(&reader).await?;
+                reader.query(sql, params).await.map_err(backend)
+            }
+            rows => rows.map_err(backend),
+        }
+    }
+
+    /// The reading connection, replaced by a new one if it is known to be
+    /// lost.
     async fn reader(&self) -> Result<Arc<Client>, StoreError> {
         let current = {
             let reader = self.shared.reader.read().unwrap_or_else(|p| p.into_inner());
             Arc::clone(&reader)
         };
-        if !current.is_closed() {
-            return Ok(current);
+        if current.is_closed() {
+            return self.replace_reader(&current).await;
         }
+        Ok(current)
+    }
+
+    /// Replaces the reading connection `lost` with a new one (unless a
+    /// concurrent caller did already), and returns the current one.
+    async fn replace_reader(&self, lost: &Arc<Client>) -> Result<Arc<Client>, StoreError> {
         let fresh = Arc::new(self.shared.connector.open().await?);
         let mut reader = self
             .shared
             .reader
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        *reader = Arc::clone(&fresh);
-        Ok(fresh)
+        if Arc::ptr_eq(&reader, lost) {
+            *reader = fresh;
+        }
+        Ok(Arc::clone(&reader))
     }
 
     /// The records of the sagas `ids`, grouped by saga, each in `seq` order.
@@ -511,15 +562,12 @@ impl PostgresStore {
         ids: &[uuid::Uuid],
     ) -> Result<HashMap<uuid::Uuid, Vec<StoredRecord>>, StoreError> {
         let rows = self
-            .reader()
-            .await?
             .query(
                 "SELECT saga_id, seq, at_ms, body FROM records
                  WHERE saga_id = ANY($1) ORDER BY saga_id, seq",
                 &[&ids],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
         let mut by_saga: HashMap<uuid::Uuid, Vec<StoredRecord>> = HashMap::new();
         for row in rows {
             by_saga.entry(row.get(0)).or_default().push(StoredRecord {
@@ -765,7 +813,7 @@ async fn write_appends(
             // reached the server, its records are there, and the second
             // try fails as a conflict: nothing is lost or written twice.
             Err(BatchError::Append(_, e) | BatchError::Transaction(e))
-                if e.is_closed() && retries < 5 =>
+                if connection_lost(&e) && retries < 5 =>
             {
                 retries += 1;
                 if let Err(e) = client.reconnect().await {
@@ -980,8 +1028,6 @@ impl Store for PostgresStore {
         Box::pin(async move {
             // One statement, so the summary and the records agree.
             let rows = self
-                .reader()
-                .await?
                 .query(
                     "SELECT s.id, s.name, s.fingerprint, s.state, s.created_ms, s.updated_ms,
                             r.seq, r.at_ms, r.body
@@ -989,8 +1035,7 @@ impl Store for PostgresStore {
                      WHERE s.id = $1 ORDER BY r.seq",
                     &[&id.as_uuid()],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             let Some(first) = rows.first() else {
                 return Ok(None);
             };
@@ -1020,7 +1065,6 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
         Box::pin(async move {
             let owner = &self.shared.owner;
-            let reader = self.reader().await?;
             let mut cursor = after.map(|id| id.as_uuid());
             let mut sagas = Vec::new();
             // Until the page is full or no candidate follows: a candidate
@@ -1028,7 +1072,7 @@ impl Store for PostgresStore {
             // short of `limit` must mean that none follows.
             while sagas.len() < limit {
                 let wanted = limit - sagas.len();
-                let candidates: Vec<uuid::Uuid> = reader
+                let candidates: Vec<uuid::Uuid> = self
                     .query(
                         CANDIDATES,
                         &[
@@ -1037,18 +1081,16 @@ impl Store for PostgresStore {
                             &i64::try_from(wanted).unwrap_or(i64::MAX),
                         ],
                     )
-                    .await
-                    .map_err(backend)?
+                    .await?
                     .iter()
                     .map(|row| row.get(0))
                     .collect();
                 let Some(&last) = candidates.last() else {
                     break;
                 };
-                let claimed = reader
+                let claimed = self
                     .query(CLAIM, &[&candidates, &owner.worker, &owner.lease_ms])
-                    .await
-                    .map_err(backend)?;
+                    .await?;
                 for row in &claimed {
                     let summary = summary(row)?;
                     owner.claimed(summary.id, row.get(6));
@@ -1078,8 +1120,6 @@ impl Store for PostgresStore {
             let created_after = filter.created_after_ms.map(|t| t as i64);
             let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
             let rows = self
-                .reader()
-                .await?
                 .query(
                     &format!(
                         "SELECT {SUMMARY_COLUMNS} FROM sagas
@@ -1091,8 +1131,7 @@ impl Store for PostgresStore {
                     ),
                     &[&state, &filter.name, &created_after, &limit],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             rows.iter().map(summary).collect()
         })
     }
@@ -1100,10 +1139,8 @@ impl Store for PostgresStore {
     fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
-            let row = self
-                .reader()
-                .await?
-                .query_one(
+            let rows = self
+                .query(
                     "WITH gone AS (
                          DELETE FROM sagas
                          WHERE state IN ('completed', 'compensated') AND updated_ms < $1
@@ -1114,9 +1151,8 @@ impl Store for PostgresStore {
                      SELECT count(*) FROM gone",
                     &[&before],
                 )
-                .await
-                .map_err(backend)?;
-            Ok(row.get::<_, i64>(0) as u64)
+                .await?;
+            Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
         })
     }
 
@@ -1129,15 +1165,12 @@ impl Store for PostgresStore {
             let owner = &self.shared.owner;
             let token = owner.token(id);
             owner.release(id);
-            self.reader()
-                .await?
-                .execute(
-                    "UPDATE sagas SET owner = NULL, lease_until = NULL
-                     WHERE id = $1 AND owner = $2 AND token = $3",
-                    &[&id.as_uuid(), &owner.worker, &token],
-                )
-                .await
-                .map_err(backend)?;
+            self.query(
+                "UPDATE sagas SET owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND owner = $2 AND token = $3",
+                &[&id.as_uuid(), &owner.worker, &token],
+            )
+            .await?;
             Ok(())
         })
     }
