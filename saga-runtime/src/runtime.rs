@@ -153,22 +153,6 @@ impl Builder {
     }
 }
 
-/// Awaits `run.run_from(state, position)` inside the run's span, or without
-/// it when no subscriber wants the span: `Instrument` moves the saga's
-/// future into its wrapper and enters the span on every poll, which is
-/// about a tenth of an in-memory saga's cost. A macro, not a function, so
-/// that the future is built where it is awaited and never moved.
-macro_rules! run_in_span {
-    ($run:expr, $state:expr, $position:expr) => {{
-        let span = $run.span();
-        if span.is_disabled() {
-            $run.run_from($state, $position).await
-        } else {
-            $run.run_from($state, $position).instrument(span).await
-        }
-    }};
-}
-
 impl Runtime {
     /// A builder with the defaults: in memory, no listener.
     pub fn builder() -> Builder {
@@ -271,7 +255,10 @@ impl Runtime {
         let _claim = self.claim_new(id)?;
         self.log_created::<S>(id, &input).await?;
         let run = self.new_run(&*saga, id, &input, &plan, 1, None);
-        run_in_span!(run, S::State::default(), Position::FRESH)
+        let span = run.span();
+        run.run_from(S::State::default(), Position::FRESH)
+            .instrument(span)
+            .await
     }
 
     /// The id of a new saga. A log wants ids that grow with time (its
@@ -360,7 +347,10 @@ impl Runtime {
         tokio::spawn(async move {
             let _claim = claim;
             let run = runtime.new_run(&*saga, id, &input, &plan, 1, cancel.as_deref());
-            run_in_span!(run, S::State::default(), Position::FRESH)
+            let span = run.span();
+            run.run_from(S::State::default(), Position::FRESH)
+                .instrument(span)
+                .await
         })
     }
 
@@ -620,7 +610,8 @@ impl<S: Saga> Resumable for Registered<S> {
             drop(stored);
             let plan = SagaOptions::default().plan(S::definition())?;
             let run = runtime.new_run(&*saga, id, &input, &plan, next_seq, None);
-            let outcome = run_in_span!(run, state, position)?;
+            let span = run.span();
+            let outcome = run.run_from(state, position).instrument(span).await?;
             drop(claim);
             Ok(Ended::from(outcome))
         })
