@@ -371,6 +371,7 @@ impl PostgresBuilder {
             url: self.url,
             schema: self.schema.clone(),
             name: format!("saga {worker}"),
+            idle_in_transaction_ms: lease_ms.max(MIN_IDLE_IN_TRANSACTION_MS),
         });
         let mut write_conn = connector.open().await?;
         migrate(&mut write_conn, &self.schema, self.create).await?;
@@ -583,11 +584,24 @@ impl PostgresStore {
 /// Opens connections to the store's database, each working in its schema
 /// and named after the worker (`application_name`, as `pg_stat_activity`
 /// shows it).
+///
+/// The server ends a session of this store that stays idle inside a
+/// transaction for as long as a lease (`idle_in_transaction_ms`): a worker
+/// frozen or cut off from the network mid-transaction would otherwise hold
+/// its row locks until TCP gave up on it (hours), and every other worker's
+/// claim of those sagas would wait as long. The store's own transactions
+/// send their statements back to back and are never idle that long.
 struct Connector {
     url: String,
     schema: String,
     name: String,
+    idle_in_transaction_ms: i64,
 }
+
+/// The shortest idle-in-transaction limit, whatever the lease: a loaded
+/// machine may be slow between a transaction's statements for some
+/// milliseconds, and must not lose its session for it.
+const MIN_IDLE_IN_TRANSACTION_MS: i64 = 1_000;
 
 impl Connector {
     /// A new connection (its driver runs on a task of its own, until the
@@ -608,7 +622,10 @@ impl Connector {
             }
         });
         client
-            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+            .batch_execute(&format!(
+                "SET search_path TO \"{}\"; SET idle_in_transaction_session_timeout = {}",
+                self.schema, self.idle_in_transaction_ms
+            ))
             .await
             .map_err(backend)?;
         Ok(client)
@@ -1173,5 +1190,32 @@ impl Store for PostgresStore {
             .await?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session of the store left idle inside a transaction (its worker
+    /// frozen, or cut off from the network) is ended by the server, which
+    /// frees the rows it locked. Uses the server at `DATABASE_URL`.
+    #[tokio::test]
+    async fn a_session_left_idle_in_a_transaction_is_ended_by_the_server() {
+        let connector = Connector {
+            url: std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".into()),
+            schema: "public".into(),
+            name: "saga idle-in-transaction test".into(),
+            idle_in_transaction_ms: 200,
+        };
+        let client = connector.open().await.expect("PostgreSQL at DATABASE_URL");
+        client.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let after = client.batch_execute("SELECT 1").await;
+        assert!(
+            after.as_ref().is_err_and(connection_lost) && client.is_closed(),
+            "the session outlived its idle transaction: {after:?}"
+        );
     }
 }
