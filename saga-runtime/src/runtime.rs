@@ -8,7 +8,6 @@ use std::sync::{Arc, RwLock};
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::executor::{CancelSignal, Journal, Position, Run, panic_message};
 use crate::live::{Claim, LiveSet};
@@ -255,10 +254,7 @@ impl Runtime {
         let _claim = self.claim_new(id)?;
         self.log_created::<S>(id, &input).await?;
         let run = self.new_run(&*saga, id, &input, &plan, 1, None);
-        let span = run.span();
-        run.run_from(S::State::default(), Position::FRESH)
-            .instrument(span)
-            .await
+        run.run_from(S::State::default(), Position::FRESH).await
     }
 
     /// The id of a new saga. A log wants ids that grow with time (its
@@ -305,6 +301,7 @@ impl Runtime {
             listener: self.inner.listener.as_deref(),
             cancel,
             deadline: plan.deadline.map(|d| Instant::now() + d),
+            span: tracing::info_span!("saga", saga = S::definition().name(), id = %id),
             journal: self
                 .inner
                 .store
@@ -347,10 +344,7 @@ impl Runtime {
         tokio::spawn(async move {
             let _claim = claim;
             let run = runtime.new_run(&*saga, id, &input, &plan, 1, cancel.as_deref());
-            let span = run.span();
-            run.run_from(S::State::default(), Position::FRESH)
-                .instrument(span)
-                .await
+            run.run_from(S::State::default(), Position::FRESH).await
         })
     }
 
@@ -610,8 +604,7 @@ impl<S: Saga> Resumable for Registered<S> {
             drop(stored);
             let plan = SagaOptions::default().plan(S::definition())?;
             let run = runtime.new_run(&*saga, id, &input, &plan, next_seq, None);
-            let span = run.span();
-            let outcome = run.run_from(state, position).instrument(span).await?;
+            let outcome = run.run_from(state, position).await?;
             drop(claim);
             Ok(Ended::from(outcome))
         })
