@@ -147,16 +147,19 @@ pub(crate) struct ResumeAt {
     pub(crate) unknown: Vec<bool>,
 }
 
-/// Where a recovered rollback stands.
+/// Where a rollback stands: fresh, or as a recovered log left it.
 pub(crate) struct RollbackAt {
-    /// The steps already undone.
+    /// Per step, whether it is already undone (a step past the end: not).
     pub(crate) compensated: Vec<bool>,
     /// Why the saga rolls back.
     pub(crate) cause: Cause,
-    /// The attempt the next compensation starts from.
-    pub(crate) attempt: u32,
-    /// Set if the next compensation already exhausted its policy.
-    pub(crate) gave_up: Option<Failure>,
+    /// Per step, the attempt its compensation starts from.
+    pub(crate) attempts: Vec<u32>,
+    /// Per step, whether its compensation already exhausted its policy.
+    pub(crate) exhausted: Vec<bool>,
+    /// The exhausted compensation the saga ends stuck with (by step), once
+    /// the rest of its group has finished.
+    pub(crate) gave_up: Option<(usize, Failure)>,
 }
 
 impl Position {
@@ -343,28 +346,14 @@ impl<S: Saga> Run<'_, S> {
     async fn end(&self, state: &S::State, halt: Halt) -> Result<Outcome<S::Outputs>, Error> {
         match halt {
             Halt::Journal(e) => Err(e),
-            Halt::RollBack(cause) => self.roll_back(state, cause, Vec::new(), 1, true).await,
+            Halt::RollBack(cause) => self.roll_back(state, cause, None, true).await,
             Halt::Stuck(failure) => {
                 let cause = Cause::StepFailed(failure.clone());
                 self.stuck(cause, Vec::new(), failure).await
             }
             Halt::Resume(at) => {
-                let RollbackAt {
-                    compensated,
-                    cause,
-                    attempt,
-                    gave_up,
-                } = *at;
-                match gave_up {
-                    Some(failure) => {
-                        let done = names_of(S::definition(), &compensated).collect();
-                        self.stuck(cause, done, failure).await
-                    }
-                    None => {
-                        self.roll_back(state, cause, compensated, attempt, false)
-                            .await
-                    }
-                }
+                let cause = at.cause.clone();
+                self.roll_back(state, cause, Some(&at), false).await
             }
         }
     }
@@ -513,39 +502,93 @@ impl<S: Saga> Run<'_, S> {
         }
     }
 
-    /// Compensates every completed step, last first (skipping those marked
-    /// in `done`), then reports. `decide` records the decision to roll back
-    /// first (false when resuming a rollback already logged).
+    /// Compensates every completed step, group by group, last first: the
+    /// members of a concurrent group at the same time (they are
+    /// independent), each alone otherwise; then reports. A compensation that
+    /// fails for good makes the saga stuck once the rest of its group has
+    /// finished, so that nothing is left half-way. `resumed` is where a
+    /// recovered rollback stood (none: from the start). `decide` records the
+    /// decision to roll back first (false when resuming one already logged).
     async fn roll_back(
         &self,
         state: &S::State,
         cause: Cause,
-        done: Vec<bool>,
-        mut attempt: u32,
+        resumed: Option<&RollbackAt>,
         decide: bool,
     ) -> Result<Outcome<S::Outputs>, Error> {
         let def = S::definition();
+        let steps = def.steps();
+        let (done, attempts, exhausted): (&[bool], &[u32], &[bool]) = match resumed {
+            Some(at) => (&at.compensated, &at.attempts, &at.exhausted),
+            None => (&[], &[], &[]),
+        };
+        let mut gave_up = resumed.and_then(|at| at.gave_up.clone());
         if decide {
             tracing::info!(parent: &self.span, %cause, "rolling back");
             note!(self, EventKind::RollbackStarted { cause: &cause });
         }
+        let pending = |i: usize| {
+            steps[i].kind() == StepKind::Compensatable
+                && !done.get(i).copied().unwrap_or(false)
+                && !exhausted.get(i).copied().unwrap_or(false)
+                && S::__has_output(state, i)
+        };
+        let attempt_of = |i: usize| attempts.get(i).copied().unwrap_or(1);
         // Room for every step at once: one allocation, however many steps.
-        let mut compensated = Vec::with_capacity(def.steps().len());
-        compensated.extend(names_of(def, &done));
-        for (i, step) in def.steps().iter().enumerate().rev() {
-            let undone = done.get(i).copied().unwrap_or(false);
-            if step.kind() != StepKind::Compensatable || undone || !S::__has_output(state, i) {
-                continue;
+        let mut compensated = Vec::with_capacity(steps.len());
+        compensated.extend(names_of(def, done));
+        let mut end = steps.len();
+        while end > 0 {
+            let mut start = end - 1;
+            while start > 0 && steps[start - 1].group() == steps[end - 1].group() {
+                start -= 1;
             }
-            match self.compensate(i, state, attempt).await {
-                Ok(()) => compensated.push(step.name()),
-                Err(Stop::Failed(failure)) => {
-                    return self.stuck(cause, compensated, failure).await;
+            let mut journal = None;
+            let (first, second) = {
+                let mut members = (start..end).rev().filter(|&i| pending(i));
+                (members.next(), members.next())
+            };
+            if let (Some(i), None) = (first, second) {
+                // One compensation: awaited in place, no allocation.
+                match self.compensate(i, state, attempt_of(i)).await {
+                    Ok(()) => compensated.push(steps[i].name()),
+                    Err(Stop::Failed(failure)) => {
+                        gave_up.get_or_insert((i, failure));
+                    }
+                    Err(Stop::Journal(e)) => journal = Some(e),
+                    Err(Stop::Interrupted(_)) => {
+                        unreachable!("compensations are never interrupted")
+                    }
                 }
-                Err(Stop::Journal(e)) => return Err(e),
-                Err(Stop::Interrupted(_)) => unreachable!("compensations are never interrupted"),
+            } else if second.is_some() {
+                let members: Vec<usize> = (start..end).rev().filter(|&i| pending(i)).collect();
+                let runs = members
+                    .iter()
+                    .map(|&i| Box::pin(self.compensate(i, state, attempt_of(i))))
+                    .collect();
+                let results = JoinAll::new(runs).await;
+                for (i, result) in members.into_iter().zip(results) {
+                    match result {
+                        Ok(()) => compensated.push(steps[i].name()),
+                        Err(Stop::Failed(failure)) => {
+                            gave_up.get_or_insert((i, failure));
+                        }
+                        Err(Stop::Journal(e)) => {
+                            journal.get_or_insert(e);
+                        }
+                        Err(Stop::Interrupted(_)) => {
+                            unreachable!("compensations are never interrupted")
+                        }
+                    }
+                }
             }
-            attempt = 1;
+            if let Some(e) = journal {
+                return Err(e);
+            }
+            if let Some((_, failure)) = gave_up.take_if(|(k, _)| *k >= start) {
+                return self.stuck(cause, compensated, failure).await;
+            }
+            end = start;
         }
         note!(self, EventKind::Compensated);
         Ok(Outcome::Compensated(Report {

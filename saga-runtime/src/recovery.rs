@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::executor::{Position, ResumeAt, RollbackAt};
 use crate::log::Entry;
 use crate::store::StoredSaga;
-use crate::{Error, Failure, Phase, Saga, SagaId, StepKind};
+use crate::{Error, Failure, Phase, Saga, SagaId};
 
 /// A saga's log, replayed.
 pub(crate) struct Replayed<S: Saga> {
@@ -207,23 +207,29 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
     };
     let position = match cause {
         Some(cause) => {
-            let next = (0..n).rev().find(|&i| {
-                steps[i].completed
-                    && def.steps()[i].kind() == StepKind::Compensatable
-                    && !steps[i].compensated
+            // Each compensation goes on from the attempt after its last
+            // failed one; one that exhausted its policy is not run again,
+            // and the last of those in rollback order is what the saga ends
+            // stuck with (once the rest of its group has finished).
+            let attempts = steps
+                .iter()
+                .map(|s| s.compensation_failed.map_or(1, |(attempt, _)| attempt + 1))
+                .collect();
+            let exhausted: Vec<bool> = steps
+                .iter()
+                .map(|s| {
+                    !s.compensated && s.compensation_failed.is_some_and(|(_, gave_up)| gave_up)
+                })
+                .collect();
+            let gave_up = (0..n).rev().find(|&i| exhausted[i]).map(|i| {
+                let attempts = steps[i].compensation_failed.map_or(1, |(a, _)| a);
+                (i, failure(i, Phase::Compensation, attempts))
             });
-            let (attempt, gave_up) =
-                match next.and_then(|i| steps[i].compensation_failed.map(|f| (i, f))) {
-                    Some((i, (attempt, true))) => {
-                        (attempt, Some(failure(i, Phase::Compensation, attempt)))
-                    }
-                    Some((_, (attempt, false))) => (attempt + 1, None),
-                    None => (1, None),
-                };
             Position::Rollback(Box::new(RollbackAt {
                 compensated: steps.iter().map(|s| s.compensated).collect(),
                 cause,
-                attempt,
+                attempts,
+                exhausted,
                 gave_up,
             }))
         }
