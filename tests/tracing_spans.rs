@@ -3,6 +3,9 @@
 //! step logs is inside its attempt's span, and so is the saga's own account
 //! of a failed attempt; the decision to roll back is inside the saga's span.
 //!
+//! With the usual INFO filter the attempts' spans (DEBUG) do not exist, and
+//! what a step logs is inside its saga's span instead.
+//!
 //! A small subscriber records, for each span and event, the span it belongs
 //! to (an explicit parent, or else the one entered at that moment).
 
@@ -14,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use saga::prelude::*;
 use support::{Boom, runtime_with};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 
 /// What the subscriber saw.
 #[derive(Default)]
@@ -57,8 +61,12 @@ impl Seen {
     }
 }
 
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Seen>>);
+/// Records what is at `max` level or more severe.
+#[derive(Clone)]
+struct Recorder {
+    seen: Arc<Mutex<Seen>>,
+    max: Level,
+}
 
 /// Collects an event's `message` field.
 struct Message(String);
@@ -72,12 +80,18 @@ impl tracing::field::Visit for Message {
 }
 
 impl Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
+    // Asked at every call, not cached per call site: tests run in parallel,
+    // each with its own subscriber and filter.
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        *metadata.level() <= self.max
     }
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-        let mut seen = self.0.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
         let id = seen.spans.len() as u64 + 1;
         let parent = if attrs.is_contextual() {
             seen.entered.last().copied()
@@ -95,7 +109,7 @@ impl Subscriber for Recorder {
     fn event(&self, event: &Event<'_>) {
         let mut message = Message(String::new());
         event.record(&mut message);
-        let mut seen = self.0.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
         let span = if event.is_contextual() {
             seen.entered.last().copied()
         } else {
@@ -105,11 +119,11 @@ impl Subscriber for Recorder {
     }
 
     fn enter(&self, span: &Id) {
-        self.0.lock().unwrap().entered.push(span.into_u64());
+        self.seen.lock().unwrap().entered.push(span.into_u64());
     }
 
     fn exit(&self, _: &Id) {
-        self.0.lock().unwrap().entered.pop();
+        self.seen.lock().unwrap().entered.pop();
     }
 }
 
@@ -139,9 +153,13 @@ impl Traced {
     }
 }
 
-/// Runs one `Traced` saga on this thread under the recording subscriber.
-fn traced_run(fail: bool) -> Seen {
-    let recorder = Recorder::default();
+/// Runs one `Traced` saga on this thread under a subscriber recording
+/// what is at `max` level or more severe.
+fn traced_run(fail: bool, max: Level) -> Seen {
+    let recorder = Recorder {
+        seen: Arc::default(),
+        max,
+    };
     tracing::subscriber::with_default(recorder.clone(), || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -153,12 +171,12 @@ fn traced_run(fail: bool) -> Seen {
             assert_eq!(outcome.is_completed(), !fail);
         });
     });
-    std::mem::take(&mut *recorder.0.lock().unwrap())
+    std::mem::take(&mut *recorder.seen.lock().unwrap())
 }
 
 #[test]
 fn each_step_attempt_has_a_span_inside_its_saga_span() {
-    let seen = traced_run(false);
+    let seen = traced_run(false, Level::TRACE);
     let sagas = seen.named("saga");
     assert_eq!(sagas.len(), 1, "one saga span");
     // first once, second twice (a retry).
@@ -173,7 +191,7 @@ fn each_step_attempt_has_a_span_inside_its_saga_span() {
 
 #[test]
 fn compensations_and_the_rollback_are_inside_the_saga_span() {
-    let seen = traced_run(true);
+    let seen = traced_run(true, Level::TRACE);
     let compensations = seen.named("compensation");
     assert_eq!(compensations.len(), 1);
     assert_eq!(seen.parent_name(compensations[0]), Some("saga"));
@@ -181,5 +199,18 @@ fn compensations_and_the_rollback_are_inside_the_saga_span() {
         seen.span_of_event("inside undo_first"),
         Some("compensation")
     );
+    assert_eq!(seen.span_of_event("rolling back"), Some("saga"));
+}
+
+#[test]
+fn with_an_info_filter_what_a_step_logs_is_inside_its_saga_span() {
+    let seen = traced_run(false, Level::INFO);
+    assert_eq!(seen.named("saga").len(), 1);
+    assert!(seen.named("step").is_empty(), "attempt spans are DEBUG");
+    assert_eq!(seen.span_of_event("inside first"), Some("saga"));
+    assert_eq!(seen.span_of_event("step failed"), Some("saga"));
+
+    let seen = traced_run(true, Level::INFO);
+    assert_eq!(seen.span_of_event("inside undo_first"), Some("saga"));
     assert_eq!(seen.span_of_event("rolling back"), Some("saga"));
 }

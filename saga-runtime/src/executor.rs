@@ -417,7 +417,9 @@ impl<S: Saga> Run<'_, S> {
                     attempt,
                 };
                 note!(self, started);
-                let span = tracing::debug_span!(parent: &self.span, "step", step = name, attempt);
+                let attempt_span =
+                    tracing::debug_span!(parent: &self.span, "step", step = name, attempt);
+                let span = self.innermost(&attempt_span);
                 // `if let`, not `match`: its scrutinee is gone before the
                 // `else` awaits, and takes no room in the future.
                 let result = if let Some(injected) = self.plan.fault(i, Phase::Forward, attempt) {
@@ -425,12 +427,12 @@ impl<S: Saga> Run<'_, S> {
                 } else {
                     let cx = StepContext::new(self.id, def.name(), name, Phase::Forward, attempt);
                     let call = S::__run_step(self.saga, i, self.input, state, &cx);
-                    let mut result = guarded(policy, &span, call).await;
+                    let mut result = guarded(policy, span, call).await;
                     if self.plan.repeat && result.is_ok() {
                         // The idempotency check: the same call again, same key;
                         // the second answer is the one kept.
                         let again = S::__run_step(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, &span, again).await;
+                        result = guarded(policy, span, again).await;
                     }
                     result
                 };
@@ -468,7 +470,7 @@ impl<S: Saga> Run<'_, S> {
                     && def.steps()[i].kind() != StepKind::Readonly;
                 let exhausted = !policy.allows_attempt(attempt + 1);
                 let will_retry = error.is_retryable() && (!exhausted || unresolved);
-                tracing::warn!(parent: &span, error = %error, will_retry, "step failed");
+                tracing::warn!(parent: span, error = %error, will_retry, "step failed");
                 let failed = EventKind::StepFailed {
                     step: name,
                     attempt,
@@ -586,10 +588,12 @@ impl<S: Saga> Run<'_, S> {
                 return Err(e);
             }
             if let Some((_, failure)) = gave_up.take_if(|(k, _)| *k >= start) {
+                last_first(def, &mut compensated, resumed.is_some());
                 return self.stuck(cause, compensated, failure).await;
             }
             end = start;
         }
+        last_first(def, &mut compensated, resumed.is_some());
         note!(self, EventKind::Compensated);
         Ok(Outcome::Compensated(Report {
             saga_id: self.id,
@@ -613,8 +617,9 @@ impl<S: Saga> Run<'_, S> {
                 attempt,
             };
             note!(self, started);
-            let span =
+            let attempt_span =
                 tracing::debug_span!(parent: &self.span, "compensation", step = name, attempt);
+            let span = self.innermost(&attempt_span);
             let result = match self.plan.fault(i, Phase::Compensation, attempt) {
                 Some(injected) => Err(injected),
                 None => {
@@ -623,7 +628,7 @@ impl<S: Saga> Run<'_, S> {
                     let mut result = Ok(());
                     for _ in 0..self.repetitions() {
                         let call = S::__compensate(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, &span, call).await;
+                        result = guarded(policy, span, call).await;
                         if result.is_err() {
                             break;
                         }
@@ -643,7 +648,7 @@ impl<S: Saga> Run<'_, S> {
                 Err(error) => error,
             };
             let will_retry = error.is_retryable() && policy.allows_attempt(attempt + 1);
-            tracing::warn!(parent: &span, error = %error, will_retry, "compensation failed");
+            tracing::warn!(parent: span, error = %error, will_retry, "compensation failed");
             let failed = EventKind::CompensationFailed {
                 step: name,
                 attempt,
@@ -681,6 +686,17 @@ impl<S: Saga> Run<'_, S> {
             compensated,
             stuck: Some(failure),
         }))
+    }
+
+    /// The span an attempt runs in: its own, or, when no subscriber wants
+    /// attempt spans (they are DEBUG; an INFO filter is usual), the saga's,
+    /// so that what the step logs still says which saga it belongs to.
+    fn innermost<'a>(&'a self, attempt: &'a tracing::Span) -> &'a tracing::Span {
+        if attempt.is_disabled() {
+            &self.span
+        } else {
+            attempt
+        }
     }
 
     fn repetitions(&self) -> u32 {
@@ -772,6 +788,17 @@ impl<S: Saga> Run<'_, S> {
                 | EventKind::CompensationFailed { .. }
         );
         Ok(journal.append(self.id, entry, wait))
+    }
+}
+
+/// Orders the report's undone steps last step first. Only a resumed
+/// rollback needs it: it lists the steps undone before the crash first,
+/// and in a concurrent group a step may have been undone before a later one.
+fn last_first(def: &crate::Definition, names: &mut [&'static str], resumed: bool) {
+    if resumed {
+        names.sort_by_key(|name| {
+            std::cmp::Reverse(def.steps().iter().position(|s| s.name() == *name))
+        });
     }
 }
 
