@@ -767,6 +767,21 @@ async fn a_lost_connection_is_replaced_and_nothing_is_lost() {
 }
 
 #[tokio::test]
+async fn a_refused_connection_says_what_the_server_said() {
+    let base = url();
+    let (prefix, _) = base.rsplit_once('/').expect("a URL with a database");
+    let wrong = format!("{prefix}/saga_no_such_database");
+    let Err(e) = PostgresStore::builder(wrong).connect().await else {
+        panic!("connected to a database that does not exist");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("saga_no_such_database") && text.contains("3D000"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_read_cut_off_by_a_lost_connection_is_made_again_on_a_new_one() {
     let schema = Schema::new();
     let worker = format!("reread-{}", SagaId::random().as_uuid().simple());

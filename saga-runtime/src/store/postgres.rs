@@ -188,6 +188,9 @@ pub struct PostgresStore {
 struct Shared {
     /// Replaced by a new connection when it is found closed.
     reader: std::sync::RwLock<Arc<Client>>,
+    /// Held while the reader is replaced, so that readers finding it lost
+    /// at once open one new connection between them.
+    reconnecting: tokio::sync::Mutex<()>,
     connector: Arc<Connector>,
     writer: mpsc::UnboundedSender<Append>,
     owner: Arc<Ownership>,
@@ -371,7 +374,8 @@ impl PostgresBuilder {
             url: self.url,
             schema: self.schema.clone(),
             name: format!("saga {worker}"),
-            idle_in_transaction_ms: lease_ms.max(MIN_IDLE_IN_TRANSACTION_MS),
+            // PostgreSQL takes at most i32::MAX ms (24.8 days).
+            idle_in_transaction_ms: lease_ms.clamp(MIN_IDLE_IN_TRANSACTION_MS, i32::MAX.into()),
         });
         let mut write_conn = connector.open().await?;
         migrate(&mut write_conn, &self.schema, self.create).await?;
@@ -400,6 +404,7 @@ impl PostgresBuilder {
         Ok(PostgresStore {
             shared: Arc::new(Shared {
                 reader: std::sync::RwLock::new(Arc::new(reader)),
+                reconnecting: tokio::sync::Mutex::new(()),
                 connector,
                 writer: tx,
                 owner,
@@ -422,29 +427,41 @@ struct Append {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// The error as the caller sees it. A server error is named by its own
-/// message (tokio-postgres says only "db error" for every one of them).
+/// The error as the caller sees it.
 fn backend(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!(
-            "PostgreSQL: {} ({}): {}",
-            db.severity(),
-            db.code().code(),
-            db.message()
-        )),
-        None => StoreError::Backend(format!("PostgreSQL: {e}")),
+    StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+}
+
+/// What went wrong, in full: tokio-postgres's own text is a bare label
+/// ("db error", "error connecting to server"), with the server's message or
+/// the cause in its source.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        // The server's own rendering (severity, message, detail, hint),
+        // after its error code.
+        return format!("[{}] {db}", db.code().code());
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether `e` says the connection is gone: closed, or ended by the server
-/// (an administrator, a shutdown, a restart). The same statement may then
-/// succeed on a new connection.
+/// (an administrator, a shutdown, a restart, an idle timeout). The same
+/// statement may then succeed on a new connection.
 fn connection_lost(e: &tokio_postgres::Error) -> bool {
     e.is_closed()
         || e.code().is_some_and(|code| {
             *code == SqlState::ADMIN_SHUTDOWN
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+                || *code == SqlState::IDLE_SESSION_TIMEOUT
         })
 }
 
@@ -513,7 +530,7 @@ impl PostgresStore {
     /// connection was lost under it (the server restarted, an administrator
     /// ended it), once more on a new one, instead of failing the caller.
     /// Every statement run here may run twice: reads, claims (a second
-    /// claim only renews the first) and releases.
+    /// claim only renews the first) and releases (a second matches nothing).
     async fn query(
         &self,
         sql: &str,
@@ -542,19 +559,25 @@ impl PostgresStore {
         Ok(current)
     }
 
-    /// Replaces the reading connection `lost` with a new one (unless a
-    /// concurrent caller did already), and returns the current one.
+    /// Replaces the reading connection `lost` with a new one, unless
+    /// another caller did meanwhile, and returns the current one.
     async fn replace_reader(&self, lost: &Arc<Client>) -> Result<Arc<Client>, StoreError> {
+        let _one_at_a_time = self.shared.reconnecting.lock().await;
+        let current = {
+            let reader = self.shared.reader.read().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(&reader)
+        };
+        if !Arc::ptr_eq(&current, lost) {
+            return Ok(current);
+        }
         let fresh = Arc::new(self.shared.connector.open().await?);
         let mut reader = self
             .shared
             .reader
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        if Arc::ptr_eq(&reader, lost) {
-            *reader = fresh;
-        }
-        Ok(Arc::clone(&reader))
+        *reader = Arc::clone(&fresh);
+        Ok(fresh)
     }
 
     /// The records of the sagas `ids`, grouped by saga, each in `seq` order.
@@ -612,10 +635,9 @@ impl Connector {
             .parse()
             .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
         config.application_name(&self.name);
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+            StoreError::Backend(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::error!(error = %e, "saga store: PostgreSQL connection failed");
@@ -1156,7 +1178,11 @@ impl Store for PostgresStore {
     fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+            // Not through `query`: a delete that committed before its
+            // connection was lost would count nothing the second time.
             let rows = self
+                .reader()
+                .await?
                 .query(
                     "WITH gone AS (
                          DELETE FROM sagas
@@ -1168,7 +1194,8 @@ impl Store for PostgresStore {
                      SELECT count(*) FROM gone",
                     &[&before],
                 )
-                .await?;
+                .await
+                .map_err(backend)?;
             Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
         })
     }
