@@ -417,9 +417,7 @@ impl<S: Saga> Run<'_, S> {
                     attempt,
                 };
                 note!(self, started);
-                let attempt_span =
-                    tracing::debug_span!(parent: &self.span, "step", step = name, attempt);
-                let span = self.innermost(&attempt_span);
+                let span = tracing::debug_span!(parent: &self.span, "step", step = name, attempt);
                 // `if let`, not `match`: its scrutinee is gone before the
                 // `else` awaits, and takes no room in the future.
                 let result = if let Some(injected) = self.plan.fault(i, Phase::Forward, attempt) {
@@ -427,12 +425,12 @@ impl<S: Saga> Run<'_, S> {
                 } else {
                     let cx = StepContext::new(self.id, def.name(), name, Phase::Forward, attempt);
                     let call = S::__run_step(self.saga, i, self.input, state, &cx);
-                    let mut result = guarded(policy, span, call).await;
+                    let mut result = guarded(policy, self.innermost(&span), call).await;
                     if self.plan.repeat && result.is_ok() {
                         // The idempotency check: the same call again, same key;
                         // the second answer is the one kept.
                         let again = S::__run_step(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, span, again).await;
+                        result = guarded(policy, self.innermost(&span), again).await;
                     }
                     result
                 };
@@ -470,7 +468,7 @@ impl<S: Saga> Run<'_, S> {
                     && def.steps()[i].kind() != StepKind::Readonly;
                 let exhausted = !policy.allows_attempt(attempt + 1);
                 let will_retry = error.is_retryable() && (!exhausted || unresolved);
-                tracing::warn!(parent: span, error = %error, will_retry, "step failed");
+                tracing::warn!(parent: self.innermost(&span), error = %error, will_retry, "step failed");
                 let failed = EventKind::StepFailed {
                     step: name,
                     attempt,
@@ -617,9 +615,8 @@ impl<S: Saga> Run<'_, S> {
                 attempt,
             };
             note!(self, started);
-            let attempt_span =
+            let span =
                 tracing::debug_span!(parent: &self.span, "compensation", step = name, attempt);
-            let span = self.innermost(&attempt_span);
             let result = match self.plan.fault(i, Phase::Compensation, attempt) {
                 Some(injected) => Err(injected),
                 None => {
@@ -628,7 +625,7 @@ impl<S: Saga> Run<'_, S> {
                     let mut result = Ok(());
                     for _ in 0..self.repetitions() {
                         let call = S::__compensate(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, span, call).await;
+                        result = guarded(policy, self.innermost(&span), call).await;
                         if result.is_err() {
                             break;
                         }
@@ -648,7 +645,7 @@ impl<S: Saga> Run<'_, S> {
                 Err(error) => error,
             };
             let will_retry = error.is_retryable() && policy.allows_attempt(attempt + 1);
-            tracing::warn!(parent: span, error = %error, will_retry, "compensation failed");
+            tracing::warn!(parent: self.innermost(&span), error = %error, will_retry, "compensation failed");
             let failed = EventKind::CompensationFailed {
                 step: name,
                 attempt,
