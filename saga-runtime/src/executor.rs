@@ -84,7 +84,8 @@ pub(crate) struct Run<'r, S: Saga> {
     /// The durable log, if the runtime has a store.
     pub(crate) journal: Option<Journal<'r>>,
     /// The saga's span: the parent of every attempt's span and of the
-    /// run's own events. It is named as their parent rather than entered
+    /// run's own events, and entered around an attempt whose own span no
+    /// subscriber wants. It is named as their parent rather than entered
     /// around the whole run (`Instrument`), which would move the saga's
     /// future into a wrapper and enter the span on every poll: a tenth of
     /// an in-memory saga's cost.
@@ -147,9 +148,9 @@ pub(crate) struct ResumeAt {
     pub(crate) unknown: Vec<bool>,
 }
 
-/// Where a rollback stands: fresh, or as a recovered log left it.
+/// Where a recovered rollback stands.
 pub(crate) struct RollbackAt {
-    /// Per step, whether it is already undone (a step past the end: not).
+    /// Per step, whether it is already undone.
     pub(crate) compensated: Vec<bool>,
     /// Why the saga rolls back.
     pub(crate) cause: Cause,

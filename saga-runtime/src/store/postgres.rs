@@ -27,9 +27,10 @@
 //! every append waiting when a transaction starts goes into it. Reads use a
 //! second connection. A connection the server dropped (a restart, say) is
 //! replaced: the writer writes its batch again on a new one, and a read
-//! cut off with it is made again on a new one. While the writer cannot reconnect,
-//! this worker's leases are left to lapse, so that another worker takes
-//! its sagas over.
+//! cut off with it is made again on a new one. While the writer cannot
+//! reconnect, this worker's leases are left to lapse, so that another
+//! worker takes its sagas over. A session left idle inside a transaction
+//! (a frozen worker) is ended by the server after a lease.
 
 use std::collections::HashMap;
 use std::future::Future;
