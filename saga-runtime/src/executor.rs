@@ -523,7 +523,9 @@ impl<S: Saga> Run<'_, S> {
             Some(at) => (&at.compensated, &at.attempts, &at.exhausted),
             None => (&[], &[], &[]),
         };
-        let mut gave_up = resumed.and_then(|at| at.gave_up.clone());
+        // Borrowed, and what fails here is only bound once its group is
+        // done: neither lives across an await, in the rollback's future.
+        let recovered_gave_up = resumed.and_then(|at| at.gave_up.as_ref());
         if decide {
             tracing::info!(parent: &self.span, %cause, "rolling back");
             note!(self, EventKind::RollbackStarted { cause: &cause });
@@ -544,49 +546,46 @@ impl<S: Saga> Run<'_, S> {
             while start > 0 && steps[start - 1].group() == steps[end - 1].group() {
                 start -= 1;
             }
-            let mut journal = None;
             let (first, second) = {
                 let mut members = (start..end).rev().filter(|&i| pending(i));
                 (members.next(), members.next())
             };
-            if let (Some(i), None) = (first, second) {
-                // One compensation: awaited in place, no allocation.
-                match self.compensate(i, state, attempt_of(i)).await {
+            let results: Vec<(usize, Result<(), Stop>)> = match (first, second) {
+                (None, _) => Vec::new(),
+                (Some(i), None) => {
+                    // One compensation: awaited in place, no allocation.
+                    match self.compensate(i, state, attempt_of(i)).await {
+                        Ok(()) => {
+                            compensated.push(steps[i].name());
+                            Vec::new()
+                        }
+                        Err(stop) => vec![(i, Err(stop))],
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    let members: Vec<usize> = (start..end).rev().filter(|&i| pending(i)).collect();
+                    let runs = members
+                        .iter()
+                        .map(|&i| Box::pin(self.compensate(i, state, attempt_of(i))))
+                        .collect();
+                    let results = JoinAll::new(runs).await;
+                    members.into_iter().zip(results).collect()
+                }
+            };
+            let mut gave_up = recovered_gave_up.filter(|(k, _)| *k >= start).cloned();
+            for (i, result) in results {
+                match result {
                     Ok(()) => compensated.push(steps[i].name()),
                     Err(Stop::Failed(failure)) => {
                         gave_up.get_or_insert((i, failure));
                     }
-                    Err(Stop::Journal(e)) => journal = Some(e),
+                    Err(Stop::Journal(e)) => return Err(e),
                     Err(Stop::Interrupted(_)) => {
                         unreachable!("compensations are never interrupted")
                     }
                 }
-            } else if second.is_some() {
-                let members: Vec<usize> = (start..end).rev().filter(|&i| pending(i)).collect();
-                let runs = members
-                    .iter()
-                    .map(|&i| Box::pin(self.compensate(i, state, attempt_of(i))))
-                    .collect();
-                let results = JoinAll::new(runs).await;
-                for (i, result) in members.into_iter().zip(results) {
-                    match result {
-                        Ok(()) => compensated.push(steps[i].name()),
-                        Err(Stop::Failed(failure)) => {
-                            gave_up.get_or_insert((i, failure));
-                        }
-                        Err(Stop::Journal(e)) => {
-                            journal.get_or_insert(e);
-                        }
-                        Err(Stop::Interrupted(_)) => {
-                            unreachable!("compensations are never interrupted")
-                        }
-                    }
-                }
             }
-            if let Some(e) = journal {
-                return Err(e);
-            }
-            if let Some((_, failure)) = gave_up.take_if(|(k, _)| *k >= start) {
+            if let Some((_, failure)) = gave_up {
                 last_first(def, &mut compensated, resumed.is_some());
                 return self.stuck(cause, compensated, failure).await;
             }
