@@ -492,10 +492,7 @@ async fn worker(dir: &Path, log: &Log, drain: bool, signal: Option<PathBuf>) -> 
         taken += report.completed + report.compensated + report.stuck;
         std::fs::write(dir.join("taken-over"), taken.to_string())
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let running = ListFilter {
-            state: Some(SagaState::Running),
-            ..ListFilter::default()
-        };
+        let running = ListFilter::in_state(SagaState::Running);
         if shared.list(running).await?.is_empty() {
             break;
         }

@@ -429,10 +429,7 @@ async fn sqlite_logs_survive_the_runtime_and_recover() {
         .unwrap();
     assert_eq!((report.completed, report.failed.len()), (5, 0));
     let done = store
-        .list(ListFilter {
-            state: Some(SagaState::Completed),
-            ..ListFilter::default()
-        })
+        .list(ListFilter::in_state(SagaState::Completed))
         .await
         .unwrap();
     let mut done: Vec<SagaId> = done.into_iter().map(|s| s.id).collect();

@@ -145,10 +145,7 @@ async fn records_come_back_in_order_and_each_saga_state_is_tracked() {
     assert_eq!(unfinished[0].records.len(), 3);
 
     let completed = store
-        .list(ListFilter {
-            state: Some(SagaState::Completed),
-            ..ListFilter::default()
-        })
+        .list(ListFilter::in_state(SagaState::Completed))
         .await
         .unwrap();
     assert_eq!(completed.iter().map(|s| s.id).collect::<Vec<_>>(), [done]);
@@ -788,10 +785,6 @@ async fn a_read_cut_off_by_a_lost_connection_is_made_again_on_a_new_one() {
     let a = schema.store(&worker, LONG).await;
     let id = SagaId::new();
     a.append(vec![created(id)]).await.unwrap();
-    let running = || ListFilter {
-        state: Some(SagaState::Running),
-        ..ListFilter::default()
-    };
     // Each read comes right after the server dropped the connection, before
     // the client can have noticed: the read fails on the old connection,
     // and is made again on a new one instead of failing its caller.
@@ -805,7 +798,9 @@ async fn a_read_cut_off_by_a_lost_connection_is_made_again_on_a_new_one() {
         let read = if round % 2 == 0 {
             a.load(id).await.map(|log| log.map(|log| log.records.len()))
         } else {
-            a.list(running()).await.map(|list| Some(list.len()))
+            a.list(ListFilter::in_state(SagaState::Running))
+                .await
+                .map(|list| Some(list.len()))
         };
         assert_eq!(read.unwrap(), Some(1), "round {round}");
     }

@@ -63,10 +63,7 @@ async fn concurrent_appends_share_transactions() {
         "group commit should put several records in each transaction: {stats:?}"
     );
     let done = store
-        .list(ListFilter {
-            state: Some(SagaState::Completed),
-            ..ListFilter::default()
-        })
+        .list(ListFilter::in_state(SagaState::Completed))
         .await
         .unwrap();
     assert_eq!(done.len(), 256);

@@ -264,6 +264,7 @@ impl StoredRecord {
 /// use saga_runtime::log::SagaState;
 /// let filter = ListFilter { state: Some(SagaState::Stuck), ..ListFilter::default() };
 /// assert_eq!(filter.limit, None);
+/// assert_eq!(filter, ListFilter::in_state(SagaState::Stuck));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListFilter {
@@ -278,6 +279,14 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
+    /// Every saga in `state`, the filter most callers want.
+    pub fn in_state(state: SagaState) -> ListFilter {
+        ListFilter {
+            state: Some(state),
+            ..ListFilter::default()
+        }
+    }
+
     pub(crate) fn matches(&self, s: &SagaSummary) -> bool {
         self.state.is_none_or(|state| s.state == state)
             && self.name.as_ref().is_none_or(|n| *n == s.name)
