@@ -171,6 +171,12 @@ impl Position {
 }
 
 /// How a retry loop ended without success.
+///
+/// Returned boxed, as is [`Halt`]: they are the cold path, and a failure
+/// carries a [`Failure`] (~80 bytes) that would otherwise widen every
+/// step's result, written and read through memory at each await, and the
+/// slot the saga's future keeps for it. Boxed, the happy path moves a
+/// pointer's width (see BENCHMARKS.md).
 enum Stop {
     /// The step or compensation failed for good.
     Failed(Failure),
@@ -181,9 +187,9 @@ enum Stop {
     Journal(Error),
 }
 
-impl From<Error> for Stop {
-    fn from(e: Error) -> Stop {
-        Stop::Journal(e)
+impl From<Error> for Box<Stop> {
+    fn from(e: Error) -> Box<Stop> {
+        Box::new(Stop::Journal(e))
     }
 }
 
@@ -212,9 +218,9 @@ impl Halt {
     }
 }
 
-impl From<Error> for Halt {
-    fn from(e: Error) -> Halt {
-        Halt::Journal(e)
+impl From<Error> for Box<Halt> {
+    fn from(e: Error) -> Box<Halt> {
+        Box::new(Halt::Journal(e))
     }
 }
 
@@ -253,15 +259,17 @@ impl<S: Saga> Run<'_, S> {
                     let past_pivot = S::definition().steps()[..step]
                         .iter()
                         .any(|s| s.kind() == StepKind::Pivot);
-                    Err(Halt::failed(failure, past_pivot))
+                    Err(Box::new(Halt::failed(failure, past_pivot)))
                 }
-                Position::Rollback(at) => Err(Halt::Resume(at)),
+                Position::Rollback(at) => Err(Box::new(Halt::Resume(at))),
             };
             let halt = match halt {
                 Ok(()) => return Ok(Outcome::Completed(S::__outputs(state))),
-                Err(Halt::Journal(e)) => return Err(e),
-                Err(halt) => halt,
+                Err(halt) => *halt,
             };
+            if let Halt::Journal(e) = halt {
+                return Err(e);
+            }
             Box::pin(self.end(&state, halt)).await
         }
     }
@@ -279,7 +287,7 @@ impl<S: Saga> Run<'_, S> {
         first: usize,
         mut attempt: u32,
         mut resume: Option<Box<ResumeAt>>,
-    ) -> impl Future<Output = Result<(), Halt>> {
+    ) -> impl Future<Output = Result<(), Box<Halt>>> {
         async move {
             if first == 0 {
                 note!(self, EventKind::Started);
@@ -298,7 +306,7 @@ impl<S: Saga> Run<'_, S> {
                     .position(|s| s.group() != steps[i].group())
                     .map_or(steps.len(), |n| i + n);
                 if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
-                    return Err(Halt::RollBack(cause));
+                    return Err(Box::new(Halt::RollBack(cause)));
                 }
                 let attempt_of = |j: usize| match &resume {
                     Some(at) => at.attempts.get(j).copied().unwrap_or(1),
@@ -327,11 +335,12 @@ impl<S: Saga> Run<'_, S> {
                         self.forward_group(i..end, state, past_pivot, attempt_of, unknown_of);
                     Box::pin(group).await
                 };
-                match stop {
-                    None => {}
-                    Some(Stop::Journal(e)) => return Err(Halt::Journal(e)),
-                    Some(Stop::Failed(failure)) => return Err(Halt::failed(failure, past_pivot)),
-                    Some(Stop::Interrupted(cause)) => return Err(Halt::RollBack(cause)),
+                if let Some(stop) = stop {
+                    return Err(Box::new(match *stop {
+                        Stop::Journal(e) => Halt::Journal(e),
+                        Stop::Failed(failure) => Halt::failed(failure, past_pivot),
+                        Stop::Interrupted(cause) => Halt::RollBack(cause),
+                    }));
                 }
                 past_pivot |= steps[i..end].iter().any(|s| s.kind() == StepKind::Pivot);
                 attempt = 1;
@@ -370,7 +379,7 @@ impl<S: Saga> Run<'_, S> {
         past_pivot: bool,
         attempt_of: impl Fn(usize) -> u32,
         unknown_of: impl Fn(usize) -> bool,
-    ) -> Option<Stop> {
+    ) -> Option<Box<Stop>> {
         let results = {
             let shared: &S::State = state;
             let runs = steps
@@ -407,7 +416,7 @@ impl<S: Saga> Run<'_, S> {
         past_pivot: bool,
         mut attempt: u32,
         mut unknown: bool,
-    ) -> impl Future<Output = Result<S::StepOutput, Stop>> {
+    ) -> impl Future<Output = Result<S::StepOutput, Box<Stop>>> {
         async move {
             let def = S::definition();
             let name = def.steps()[i].name();
@@ -478,13 +487,13 @@ impl<S: Saga> Run<'_, S> {
                 };
                 note!(self, failed);
                 if !will_retry {
-                    return Err(Stop::Failed(failure(
+                    return Err(Box::new(Stop::Failed(failure(
                         name,
                         None,
                         Phase::Forward,
                         &error,
                         attempt,
-                    )));
+                    ))));
                 }
                 let backoff = if exhausted {
                     RetryPolicy::FOREVER.backoff_policy()
@@ -496,7 +505,7 @@ impl<S: Saga> Run<'_, S> {
                 // happy path's future stays small.
                 let interruptible = !(past_pivot || unresolved);
                 if let Some(cause) = Box::pin(self.wait(delay, interruptible)).await {
-                    return Err(Stop::Interrupted(cause));
+                    return Err(Box::new(Stop::Interrupted(cause)));
                 }
                 attempt += 1;
             }
@@ -550,7 +559,7 @@ impl<S: Saga> Run<'_, S> {
                 let mut members = (start..end).rev().filter(|&i| pending(i));
                 (members.next(), members.next())
             };
-            let results: Vec<(usize, Result<(), Stop>)> = match (first, second) {
+            let results: Vec<(usize, Result<(), Box<Stop>>)> = match (first, second) {
                 (None, _) => Vec::new(),
                 (Some(i), None) => {
                     // One compensation: awaited in place, no allocation.
@@ -574,15 +583,16 @@ impl<S: Saga> Run<'_, S> {
             };
             let mut gave_up = recovered_gave_up.filter(|(k, _)| *k >= start).cloned();
             for (i, result) in results {
-                match result {
-                    Ok(()) => compensated.push(steps[i].name()),
-                    Err(Stop::Failed(failure)) => {
+                let Err(stop) = result else {
+                    compensated.push(steps[i].name());
+                    continue;
+                };
+                match *stop {
+                    Stop::Failed(failure) => {
                         gave_up.get_or_insert((i, failure));
                     }
-                    Err(Stop::Journal(e)) => return Err(e),
-                    Err(Stop::Interrupted(_)) => {
-                        unreachable!("compensations are never interrupted")
-                    }
+                    Stop::Journal(e) => return Err(e),
+                    Stop::Interrupted(_) => unreachable!("compensations are never interrupted"),
                 }
             }
             if let Some((_, failure)) = gave_up {
@@ -604,7 +614,12 @@ impl<S: Saga> Run<'_, S> {
 
     /// Runs the compensation of step `i` with its retry policy. Never
     /// interrupted: cancellation and the deadline do not apply to undoing.
-    async fn compensate(&self, i: usize, state: &S::State, mut attempt: u32) -> Result<(), Stop> {
+    async fn compensate(
+        &self,
+        i: usize,
+        state: &S::State,
+        mut attempt: u32,
+    ) -> Result<(), Box<Stop>> {
         let def = S::definition();
         let step = &def.steps()[i];
         let (name, compensation) = (step.name(), step.compensation());
@@ -654,13 +669,13 @@ impl<S: Saga> Run<'_, S> {
             };
             note!(self, failed);
             if !will_retry {
-                return Err(Stop::Failed(failure(
+                return Err(Box::new(Stop::Failed(failure(
                     name,
                     compensation,
                     Phase::Compensation,
                     &error,
                     attempt,
-                )));
+                ))));
             }
             let delay = policy.backoff_policy().delay(attempt, self.id.entropy());
             tokio::time::sleep(delay).await;
