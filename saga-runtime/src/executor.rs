@@ -419,21 +419,24 @@ impl<S: Saga> Run<'_, S> {
     ) -> impl Future<Output = Result<S::StepOutput, Box<Stop>>> {
         async move {
             let def = S::definition();
-            let name = def.steps()[i].name();
+            // Looked up where used, not kept: a name held across the awaits
+            // is stored in the saga's future and read back at each use, which
+            // measured slower than the lookup.
+            let name = || S::definition().steps()[i].name();
             let policy = self.plan.policy(def, i, Phase::Forward);
             loop {
                 let started = EventKind::StepStarted {
-                    step: name,
+                    step: name(),
                     attempt,
                 };
                 note!(self, started);
-                let span = tracing::debug_span!(parent: &self.span, "step", step = name, attempt);
+                let span = tracing::debug_span!(parent: &self.span, "step", step = name(), attempt);
                 // `if let`, not `match`: its scrutinee is gone before the
                 // `else` awaits, and takes no room in the future.
                 let result = if let Some(injected) = self.plan.fault(i, Phase::Forward, attempt) {
                     Err(injected)
                 } else {
-                    let cx = StepContext::new(self.id, def.name(), name, Phase::Forward, attempt);
+                    let cx = StepContext::new(self.id, def.name(), name(), Phase::Forward, attempt);
                     let call = S::__run_step(self.saga, i, self.input, state, &cx);
                     let mut result = guarded(policy, self.innermost(&span), call).await;
                     if self.plan.repeat && result.is_ok() {
@@ -447,7 +450,7 @@ impl<S: Saga> Run<'_, S> {
                 let error = match result {
                     Ok(output) => {
                         let succeeded = EventKind::StepSucceeded {
-                            step: name,
+                            step: name(),
                             attempt,
                         };
                         let durable = self.record(succeeded, Some(&output))?;
@@ -480,7 +483,7 @@ impl<S: Saga> Run<'_, S> {
                 let will_retry = error.is_retryable() && (!exhausted || unresolved);
                 tracing::warn!(parent: self.innermost(&span), error = %error, will_retry, "step failed");
                 let failed = EventKind::StepFailed {
-                    step: name,
+                    step: name(),
                     attempt,
                     error: &error,
                     will_retry,
@@ -488,7 +491,7 @@ impl<S: Saga> Run<'_, S> {
                 note!(self, failed);
                 if !will_retry {
                     return Err(Box::new(Stop::Failed(failure(
-                        name,
+                        name(),
                         None,
                         Phase::Forward,
                         &error,
@@ -766,7 +769,23 @@ impl<S: Saga> Run<'_, S> {
     /// (see [`note!`]). Synchronous, so the entry never lives in the saga's
     /// future, which stays small for the in-memory path. `output` is the
     /// step's output, logged with `StepSucceeded`.
+    ///
+    /// Inlined, and at once done when nothing observes the run (in memory,
+    /// no listener): the call and its result, wide for its error, cost more
+    /// than the check.
+    #[inline]
     fn record(
+        &self,
+        kind: EventKind<'_>,
+        output: Option<&S::StepOutput>,
+    ) -> Result<Option<BoxFuture<'_, Result<(), StoreError>>>, Error> {
+        if self.listener.is_none() && self.journal.is_none() {
+            return Ok(None);
+        }
+        self.record_observed(kind, output)
+    }
+
+    fn record_observed(
         &self,
         kind: EventKind<'_>,
         output: Option<&S::StepOutput>,

@@ -82,7 +82,20 @@ impl SagaOptions {
     }
 
     /// Resolves names against the saga's definition.
+    #[inline]
     pub(crate) fn plan(self, def: &'static Definition) -> Result<Plan, Error> {
+        // Most runs override nothing: no name to look up, nothing to fail.
+        if self.retry.is_empty() && self.faults.rules.is_empty() {
+            return Ok(Plan {
+                deadline: self.deadline.or(def.deadline()),
+                repeat: self.repeat,
+                ..Plan::default()
+            });
+        }
+        self.plan_by_name(def)
+    }
+
+    fn plan_by_name(self, def: &'static Definition) -> Result<Plan, Error> {
         let lookup = |name: &str, phase: Phase| {
             let found = match phase {
                 Phase::Forward => def.step_index(name),
