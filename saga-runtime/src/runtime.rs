@@ -188,20 +188,23 @@ impl Runtime {
         }
     }
 
+    /// Inlined, with the error made here, so that the lookup's own result
+    /// is a pointer wide: this runs on every saga.
+    #[inline]
     fn lookup<S: Saga>(&self) -> Result<Arc<S>, Error> {
+        self.registered::<S>().ok_or(Error::NotRegistered {
+            saga: S::definition().name(),
+        })
+    }
+
+    fn registered<S: Saga>(&self) -> Option<Arc<S>> {
         let registry = self
             .inner
             .registry
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        registry
-            .by_type
-            .get(&TypeId::of::<S>())
-            .cloned()
-            .and_then(|any| any.downcast::<S>().ok())
-            .ok_or(Error::NotRegistered {
-                saga: S::definition().name(),
-            })
+        let saga = registry.by_type.get(&TypeId::of::<S>())?;
+        Arc::clone(saga).downcast::<S>().ok()
     }
 
     fn lookup_name(&self, name: &str) -> Option<Arc<dyn Resumable>> {
@@ -230,7 +233,11 @@ impl Runtime {
         let id = options.id.unwrap_or_else(|| self.new_id());
         let plan = options.plan(S::definition())?;
         let claim = self.claim_new(id)?;
-        self.log_created::<S>(id, &input).await?;
+        // Checked before the future is made: in memory, even awaiting one
+        // that is at once ready costs every saga.
+        if self.inner.store.is_some() {
+            self.log_created::<S>(id, &input).await?;
+        }
         let cancel = Arc::new(CancelSignal::default());
         let task = self.spawn_run(saga, id, input, plan, Some(Arc::clone(&cancel)), claim);
         Ok(SagaHandle { id, cancel, task })
@@ -252,7 +259,11 @@ impl Runtime {
         let id = options.id.unwrap_or_else(|| self.new_id());
         let plan = options.plan(S::definition())?;
         let _claim = self.claim_new(id)?;
-        self.log_created::<S>(id, &input).await?;
+        // Checked before the future is made: in memory, even awaiting one
+        // that is at once ready costs every saga.
+        if self.inner.store.is_some() {
+            self.log_created::<S>(id, &input).await?;
+        }
         let run = self.new_run(&*saga, id, &input, &plan, 1, None);
         run.run_from(S::State::default(), Position::FRESH).await
     }
