@@ -48,10 +48,11 @@ fn durable(c: &mut Criterion) {
     group.finish();
     let stats = store.stats();
     eprintln!(
-        "durable_sqlite: {} records in {} transactions: {:.1} records per fsync",
+        "durable_sqlite: {} records in {} transactions and {} fsyncs: {:.1} records per fsync",
         stats.records,
         stats.transactions,
-        stats.records_per_transaction()
+        stats.syncs,
+        stats.records_per_sync()
     );
     drop(runtime);
     drop(store);

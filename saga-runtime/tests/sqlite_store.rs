@@ -62,12 +62,40 @@ async fn concurrent_appends_share_transactions() {
         stats.transactions < stats.records / 2,
         "group commit should put several records in each transaction: {stats:?}"
     );
+    assert!(
+        (1..=stats.transactions).contains(&stats.syncs),
+        "every answer waits for a flush, and one flush covers every transaction before it: {stats:?}"
+    );
     let done = store
         .list(ListFilter::in_state(SagaState::Completed))
         .await
         .unwrap();
     assert_eq!(done.len(), 256);
     assert_eq!(done[0].fingerprint, u64::MAX - 1);
+}
+
+/// Appends are answered only after the log is flushed to disk. When it
+/// cannot be (here its file is gone from under SQLite, which goes on writing
+/// to it), the append fails, and so does every later one: after a failed
+/// flush, what the kernel dropped would not be reported again.
+#[tokio::test]
+async fn an_append_whose_log_cannot_be_flushed_fails_and_so_do_later_ones() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let log = dir.0.join("sagas.db-wal");
+    std::fs::remove_file(&log).expect("SQLite made its log when the store opened");
+    let id = SagaId::new();
+    let error = store.append(vec![created(id)]).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Backend(m) if m.contains("sagas.db-wal")),
+        "the error names the log: {error}"
+    );
+    let again = store
+        .append(vec![created(SagaId::new())])
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::Backend(_)), "{again}");
+    assert_eq!(store.stats().syncs, 0);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
+mod syncer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,13 +33,19 @@ use crate::log::{Entry, Record, SagaState};
 ///
 /// ```
 /// use saga_runtime::store::CommitStats;
-/// let stats = CommitStats { transactions: 4, records: 100 };
+/// let stats = CommitStats { transactions: 4, syncs: 2, records: 100 };
 /// assert_eq!(stats.records_per_transaction(), 25.0);
+/// assert_eq!(stats.records_per_sync(), 50.0);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
     /// Committed write transactions.
     pub transactions: u64,
+    /// Flushes of the log to disk (fsyncs). One makes every transaction
+    /// committed before it durable: SQLite's writer goes on while the last
+    /// flush runs, so there may be fewer than transactions. PostgreSQL
+    /// flushes at each commit.
+    pub syncs: u64,
     /// Records written.
     pub records: u64,
 }
@@ -47,13 +54,22 @@ pub struct CommitStats {
 pub type SqliteStats = CommitStats;
 
 impl CommitStats {
-    /// Records per transaction (per fsync).
+    /// Records per transaction.
     pub fn records_per_transaction(&self) -> f64 {
-        if self.transactions == 0 {
-            0.0
-        } else {
-            self.records as f64 / self.transactions as f64
-        }
+        per(self.records, self.transactions)
+    }
+
+    /// Records per flush of the log to disk (per fsync).
+    pub fn records_per_sync(&self) -> f64 {
+        per(self.records, self.syncs)
+    }
+}
+
+fn per(records: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        records as f64 / of as f64
     }
 }
 
@@ -61,6 +77,7 @@ impl CommitStats {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) transactions: AtomicU64,
+    pub(crate) syncs: AtomicU64,
     pub(crate) records: AtomicU64,
 }
 
@@ -68,6 +85,7 @@ impl Counters {
     pub(crate) fn read(&self) -> CommitStats {
         CommitStats {
             transactions: self.transactions.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
         }
     }

@@ -867,6 +867,7 @@ async fn write_appends(
     match outcome {
         Ok(tokens) => {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
             let mut written = 0;
             for ((append, failure), token) in appends.into_iter().zip(failed).zip(tokens) {
                 let result = match (failure, token) {

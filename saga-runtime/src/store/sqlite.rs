@@ -1,9 +1,11 @@
-//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//! The embedded store: one SQLite file in WAL mode.
 //!
 //! All writes go through one writer thread that commits in groups: every
-//! append waiting when a transaction starts goes into it, so one fsync covers
-//! them all, and each caller is answered only once its records are durable.
-//! Reads use their own connections and never block the writer (WAL).
+//! append waiting when a transaction starts goes into it. The writer does
+//! not wait for the disk: a second thread flushes the log and answers each
+//! caller once its records are durable, one fsync covering every
+//! transaction committed before it (see [`super::syncer`]). Reads use their
+//! own connections and never block the writer (WAL).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -14,6 +16,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::syncer::Syncer;
 use super::{
     Answer, BoxFuture, CommitStats, Counters, Encoded, ListFilter, SagaSummary, Store, StoreError,
     StoredRecord, StoredSaga, answered,
@@ -135,12 +138,17 @@ impl SqliteStore {
         };
         let mut conn = open_connection(&path).map_err(in_file)?;
         migrate(&mut conn, &path).map_err(in_file)?;
+        // Commits do not wait for the disk; the syncer's flush does, before
+        // anyone is answered.
+        conn.execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(|e| in_file(backend(e)))?;
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Counters::default());
+        let syncer = Syncer::start(&path, Arc::clone(&stats))?;
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("saga-sqlite-writer".into())
-            .spawn(move || writer(conn, rx, &thread_stats))
+            .spawn(move || writer(conn, rx, &thread_stats, syncer))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
@@ -268,8 +276,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// The writer thread: takes every request waiting, writes them in one
-/// transaction (one fsync), then answers each.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters) {
+/// transaction, then hands the answers to the syncer, which gives them once
+/// the transaction is durable.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters, syncer: Syncer) {
     while let Ok(first) = rx.recv() {
         let mut appends = Vec::new();
         let mut prunes = Vec::new();
@@ -284,15 +293,26 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters) {
             }
         }
         if !appends.is_empty() {
-            write_appends(&mut conn, appends, stats);
+            write_appends(&mut conn, appends, stats, &syncer);
         }
         for (before, reply) in prunes {
-            let _ = reply.send(prune(&mut conn, before));
+            match prune(&mut conn, before) {
+                Ok(removed) => syncer.after_commit(Box::new(move |synced| {
+                    let _ = reply.send(synced.map(|()| removed));
+                })),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
         }
     }
+    // Every answer is given before the connection closes (and SQLite, the
+    // last to close, checkpoints and removes the log).
+    drop(syncer);
+    drop(conn);
 }
 
-fn write_appends(conn: &mut Connection, appends: Vec<Append>, stats: &Counters) {
+fn write_appends(conn: &mut Connection, appends: Vec<Append>, stats: &Counters, syncer: &Syncer) {
     // The fast path writes every append in one transaction. An append that
     // fails (a conflicting record) aborts it; the batch is then written
     // again without the failed ones, so one bad append fails alone.
@@ -308,9 +328,16 @@ fn write_appends(conn: &mut Connection, appends: Vec<Append>, stats: &Counters) 
         Ok(written) => {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
             stats.records.fetch_add(written, Ordering::Relaxed);
-            for (append, failure) in appends.into_iter().zip(failed) {
-                let _ = append.reply.send(failure.map_or(Ok(()), Err));
-            }
+            let answers: Vec<_> = appends
+                .into_iter()
+                .zip(failed)
+                .map(|(append, failure)| (append.reply, failure))
+                .collect();
+            syncer.after_commit(Box::new(move |synced| {
+                for (reply, failure) in answers {
+                    let _ = reply.send(failure.map_or_else(|| synced.clone(), Err));
+                }
+            }));
         }
         Err(error) => {
             for append in appends {
