@@ -135,17 +135,22 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The retry policy of a step or compensation: the run's override, or
+    /// the one its attribute gave. Inlined: asked once per step.
+    #[inline]
     pub(crate) fn policy<'a>(
         &'a self,
         def: &'a Definition,
         step: usize,
         phase: Phase,
     ) -> &'a RetryPolicy {
-        let overridden = self
-            .retry
-            .iter()
-            .rev()
-            .find(|(i, p, _)| *i == step && *p == phase);
+        let overridden = match self.retry.as_slice() {
+            [] => None,
+            retry => retry
+                .iter()
+                .rev()
+                .find(|(i, p, _)| *i == step && *p == phase),
+        };
         match (overridden, phase) {
             (Some((_, _, policy)), _) => policy,
             (None, Phase::Forward) => def.steps()[step].retry_ref(),
@@ -153,7 +158,17 @@ impl Plan {
         }
     }
 
+    /// Inlined, and at once done for a run with no faults (every run but a
+    /// test's): it is asked at every attempt.
+    #[inline]
     pub(crate) fn fault(&self, step: usize, phase: Phase, attempt: u32) -> Option<StepError> {
+        if self.faults.is_empty() {
+            return None;
+        }
+        self.injected(step, phase, attempt)
+    }
+
+    fn injected(&self, step: usize, phase: Phase, attempt: u32) -> Option<StepError> {
         self.faults
             .iter()
             .find(|(i, rule)| *i == step && rule.phase == phase && rule.covers(attempt))
