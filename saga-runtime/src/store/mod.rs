@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::SagaId;
 use crate::log::{Entry, Record, SagaState};
 
-/// How much group commit is saving: records written and transactions (each
-/// one fsync) that wrote them.
+/// How much group commit is saving: records written, the transactions that
+/// wrote them, and the flushes to disk that made them durable.
 ///
 /// ```
 /// use saga_runtime::store::CommitStats;
@@ -41,10 +41,12 @@ use crate::log::{Entry, Record, SagaState};
 pub struct CommitStats {
     /// Committed write transactions.
     pub transactions: u64,
-    /// Flushes of the log to disk (fsyncs). One makes every transaction
-    /// committed before it durable: SQLite's writer goes on while the last
-    /// flush runs, so there may be fewer than transactions. PostgreSQL
-    /// flushes at each commit.
+    /// Flushes of the log to disk (fsyncs) that appends waited for. In
+    /// SQLite, one makes every transaction committed before it durable, and
+    /// the writer goes on while it runs, so there may be fewer than
+    /// transactions. PostgreSQL counts each committed transaction here, as
+    /// its server flushes at commit (with `synchronous_commit` on, grouping
+    /// commits as it sees fit).
     pub syncs: u64,
     /// Records written.
     pub records: u64,

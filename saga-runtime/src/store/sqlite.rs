@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::syncer::Syncer;
+use super::syncer::{Durability, Syncer};
 use super::{
     Answer, BoxFuture, CommitStats, Counters, Encoded, ListFilter, SagaSummary, Store, StoreError,
     StoredRecord, StoredSaga, answered,
@@ -108,6 +108,7 @@ struct Shared {
     thread: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     stats: Arc<Counters>,
+    durability: Arc<Durability>,
 }
 
 /// One append, encoded by the appending task, and whom to answer.
@@ -142,13 +143,20 @@ impl SqliteStore {
         // anyone is answered.
         conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(|e| in_file(backend(e)))?;
+        // Where SQLite keeps its log: next to the file it opened, which is
+        // where a symbolic link leads.
+        let log = match conn.path() {
+            Some(db) if !db.is_empty() => PathBuf::from(format!("{db}-wal")),
+            _ => return Err(in_file(StoreError::Backend("not a file".into()))),
+        };
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Counters::default());
-        let syncer = Syncer::start(&path, Arc::clone(&stats))?;
-        let thread_stats = Arc::clone(&stats);
+        let durability = Arc::new(Durability::default());
+        let syncer = Syncer::start(&log, Arc::clone(&durability), Arc::clone(&stats))?;
+        let (thread_stats, thread_durability) = (Arc::clone(&stats), Arc::clone(&durability));
         let thread = std::thread::Builder::new()
             .name("saga-sqlite-writer".into())
-            .spawn(move || writer(conn, rx, &thread_stats, syncer))
+            .spawn(move || writer(conn, rx, &thread_stats, &thread_durability, syncer))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             shared: Arc::new(Shared {
@@ -157,6 +165,7 @@ impl SqliteStore {
                 thread: Mutex::new(Some(thread)),
                 readers: Mutex::new(Vec::new()),
                 stats,
+                durability,
             }),
         })
     }
@@ -214,7 +223,11 @@ impl SqliteStore {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(conn);
-                result
+                // What was read may have been committed but not yet flushed:
+                // it is returned once it is on disk.
+                let read = result?;
+                shared.durability.wait_flushed()?;
+                Ok(read)
             });
             task.await
                 .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
@@ -278,7 +291,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 /// The writer thread: takes every request waiting, writes them in one
 /// transaction, then hands the answers to the syncer, which gives them once
 /// the transaction is durable.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters, syncer: Syncer) {
+fn writer(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Request>,
+    stats: &Counters,
+    durability: &Durability,
+    syncer: Syncer,
+) {
     while let Ok(first) = rx.recv() {
         let mut appends = Vec::new();
         let mut prunes = Vec::new();
@@ -292,14 +311,28 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters, s
                 next = rx.try_recv().ok();
             }
         }
+        // After a failed flush nothing more is written (see `syncer`).
+        if let Some(e) = durability.broken() {
+            for append in appends {
+                let _ = append.reply.send(Err(e.clone()));
+            }
+            for (_, reply) in prunes {
+                let _ = reply.send(Err(e.clone()));
+            }
+            continue;
+        }
         if !appends.is_empty() {
-            write_appends(&mut conn, appends, stats, &syncer);
+            write_appends(&mut conn, appends, stats, durability, &syncer);
         }
         for (before, reply) in prunes {
             match prune(&mut conn, before) {
-                Ok(removed) => syncer.after_commit(Box::new(move |synced| {
-                    let _ = reply.send(synced.map(|()| removed));
-                })),
+                Ok(removed) => {
+                    stats.transactions.fetch_add(1, Ordering::Relaxed);
+                    durability.committed();
+                    syncer.after_commit(Box::new(move |synced| {
+                        let _ = reply.send(synced.map(|()| removed));
+                    }));
+                }
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -312,7 +345,13 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, stats: &Counters, s
     drop(conn);
 }
 
-fn write_appends(conn: &mut Connection, appends: Vec<Append>, stats: &Counters, syncer: &Syncer) {
+fn write_appends(
+    conn: &mut Connection,
+    appends: Vec<Append>,
+    stats: &Counters,
+    durability: &Durability,
+    syncer: &Syncer,
+) {
     // The fast path writes every append in one transaction. An append that
     // fails (a conflicting record) aborts it; the batch is then written
     // again without the failed ones, so one bad append fails alone.
@@ -328,6 +367,7 @@ fn write_appends(conn: &mut Connection, appends: Vec<Append>, stats: &Counters, 
         Ok(written) => {
             stats.transactions.fetch_add(1, Ordering::Relaxed);
             stats.records.fetch_add(written, Ordering::Relaxed);
+            durability.committed();
             let answers: Vec<_> = appends
                 .into_iter()
                 .zip(failed)
