@@ -167,6 +167,9 @@ fn run(log: &LogFile, rx: &mpsc::Receiver<Waiting>, durability: &Durability, sta
             answer(synced.clone());
         }
     }
+    // The writer is gone (the store closed, or its thread panicked): no
+    // reader may wait for a flush that will not come.
+    durability.publish(Err(StoreError::Closed));
 }
 
 /// SQLite's write-ahead file, kept open: SQLite reuses the same file after
