@@ -173,7 +173,7 @@ impl Position {
 /// How a retry loop ended without success.
 ///
 /// Returned boxed, as is [`Halt`]: they are the cold path, and a failure
-/// carries a [`Failure`] (~80 bytes) that would otherwise widen every
+/// carries a [`Failure`] or an [`Error`] (tens of bytes) that would widen every
 /// step's result, written and read through memory at each await, and the
 /// slot the saga's future keeps for it. Boxed, the happy path moves a
 /// pointer's width (see BENCHMARKS.md).

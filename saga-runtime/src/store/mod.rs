@@ -124,6 +124,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ([`Entry::state_after`]).
 pub trait Store: Send + Sync + 'static {
     /// Appends `records` (of one saga, in order) durably.
+    ///
+    /// `Ok` means they are on disk. An error means the run must not act on
+    /// them, not always that they are absent: the commit may have happened
+    /// before what failed (the SQLite store's flush after it, a PostgreSQL
+    /// connection lost before the answer). The runtime therefore halts the
+    /// run where it is and leaves it to recovery, which reads the log as it
+    /// is.
     fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// The log of saga `id`, if the store has it.
