@@ -207,6 +207,7 @@ async fn unfinished_log(store: &SqliteStore, n: u64) {
             fingerprint: def.fingerprint(),
             input: serde_json::json!(i),
             definition: DefinitionSnapshot::of(def),
+            deadline_ms: None,
         };
         let started = Entry::StepStarted {
             step: "a".into(),

@@ -4,8 +4,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use saga::log::{Entry, SagaState};
+use saga::log::{CauseSnapshot, Entry, SagaState};
 use saga::prelude::*;
 use saga::store::{ListFilter, MemoryStore, SqliteStore, Store};
 use saga::testing::{CrashPoint, CrashingStore};
@@ -88,6 +89,19 @@ async fn crashed_mid_step(store: impl Store + Clone, n: usize) -> Vec<SagaId> {
         tokio::task::yield_now().await;
     }
     ids
+}
+
+/// Whether the log of saga `id` records a rollback for its deadline.
+async fn rolled_back_for_its_deadline(store: &MemoryStore, id: SagaId) -> bool {
+    let log = store.load(id).await.unwrap().unwrap();
+    log.records.iter().any(|r| {
+        matches!(
+            r.decode(),
+            Ok(Entry::RollbackStarted {
+                cause: CauseSnapshot::DeadlineExceeded
+            })
+        )
+    })
 }
 
 async fn recovering_runtime(store: impl Store, saga: &Arc<Gated>) -> Runtime {
@@ -439,4 +453,77 @@ async fn sqlite_logs_survive_the_runtime_and_recover() {
     assert_eq!(done, expected);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The deadline is fixed when the saga is created: one that passed while
+/// the process was down rolls the saga back when it is recovered, instead
+/// of giving it its whole deadline again (or, set for the run, none).
+/// `charge`, the step after the crash, runs once more first: recovery
+/// cannot tell that it never started (runs do not wait for start records).
+#[tokio::test]
+async fn a_deadline_that_passed_while_down_rolls_the_recovered_saga_back() {
+    let durable = MemoryStore::new();
+    // created, reserve started and succeeded (0..=2): the process dies
+    // once `reserve`'s output is durable, before `charge` starts.
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(2));
+    let runtime = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let first = Gated::new(true);
+    runtime.register(Arc::clone(&first));
+    let options = SagaOptions::new().deadline(Duration::from_millis(200));
+    let handle = runtime.start_with::<Gated>(1, options).await.unwrap();
+    let id = handle.id();
+    crashing.wait_for_crash().await;
+    drop(handle);
+    assert!(
+        first.keys.lock().unwrap().is_empty(),
+        "the crash came first"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let saga = Gated::new(true);
+    let report = recovering_runtime(durable.clone(), &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!((report.completed, report.compensated), (0, 1), "{report:?}");
+    assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
+    assert!(rolled_back_for_its_deadline(&durable, id).await);
+}
+
+/// A step the crash cut off may have taken effect: past the deadline, it is
+/// still run again until it answers, so that its compensation can undo it,
+/// and only then does the saga roll back.
+#[tokio::test]
+async fn past_the_deadline_a_step_cut_off_by_the_crash_is_resolved_before_rolling_back() {
+    let durable = MemoryStore::new();
+    let runtime = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    let stuck_at_the_gate = Gated::new(false);
+    runtime.register(Arc::clone(&stuck_at_the_gate));
+    let options = SagaOptions::new().deadline(Duration::from_millis(200));
+    let id = runtime.start_with::<Gated>(1, options).await.unwrap().id();
+    // The process "dies" inside `charge`.
+    while stuck_at_the_gate.running.load(Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let saga = Gated::new(true);
+    let report = recovering_runtime(durable.clone(), &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!((report.completed, report.compensated), (0, 1), "{report:?}");
+    assert_eq!(saga.keys.lock().unwrap().len(), 1, "`charge` ran again");
+    assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
+    assert!(rolled_back_for_its_deadline(&durable, id).await);
 }

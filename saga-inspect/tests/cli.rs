@@ -54,6 +54,7 @@ async fn write_log(store: &dyn Store) -> (SagaId, SagaId) {
             fingerprint: 0xabc,
             input: serde_json::json!({ "from": 1, "to": 2, "amount": 500 }),
             definition: definition(),
+            deadline_ms: None,
         };
         store
             .append(vec![Record::new(id, 0, created)])

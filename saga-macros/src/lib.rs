@@ -22,7 +22,8 @@ use proc_macro::TokenStream;
 /// Options: `input = Type` (required: the saga's input), `name = "..."` (the
 /// stable name recorded in the log; default: the type's name), `outputs =
 /// Ident` (the generated outputs struct; default: `{Type}Outputs`),
-/// `deadline = "30s"` (a saga-wide deadline), `concurrent` (consecutive
+/// `deadline = "30s"` (a saga-wide deadline, counted from the saga's start,
+/// through any crash and recovery), `concurrent` (consecutive
 /// steps that do not depend on each other run at the same time, on the
 /// saga's own task; the pivot always runs alone; if one fails, the others
 /// finish, then everything completed is compensated).

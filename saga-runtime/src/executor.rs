@@ -305,9 +305,6 @@ impl<S: Saga> Run<'_, S> {
                     .iter()
                     .position(|s| s.group() != steps[i].group())
                     .map_or(steps.len(), |n| i + n);
-                if let Some(cause) = self.stop_requested().filter(|_| !past_pivot) {
-                    return Err(Box::new(Halt::RollBack(cause)));
-                }
                 let attempt_of = |j: usize| match &resume {
                     Some(at) => at.attempts.get(j).copied().unwrap_or(1),
                     None if j == first => attempt,
@@ -318,6 +315,15 @@ impl<S: Saga> Run<'_, S> {
                         .as_ref()
                         .is_some_and(|at| at.unknown.get(j).copied().unwrap_or(false))
                 };
+                // Cancellation and the deadline stop forward work here, but
+                // wait for a recovered step whose last attempt may have taken
+                // effect unseen: rolling back without its output would orphan
+                // that effect (see `forward`).
+                let unresolved =
+                    (i..end).any(|j| unknown_of(j) && steps[j].kind() != StepKind::Readonly);
+                if let Some(cause) = self.stop_requested().filter(|_| !past_pivot && !unresolved) {
+                    return Err(Box::new(Halt::RollBack(cause)));
+                }
                 let stop = if end - i == 1 {
                     // One step: awaited in place, no allocation.
                     match self

@@ -72,6 +72,7 @@ pub struct TimelineRow {
 ///     definition: DefinitionSnapshot {
 ///         steps: vec![StepSnapshot { name: "charge".into(), kind: "pivot".into(), compensation: None, deps: vec![], output_type: "u64".into() }],
 ///     },
+///     deadline_ms: None,
 /// };
 /// let body = |e: &Entry| serde_json::to_string(e).unwrap();
 /// let id = SagaId::new();

@@ -65,6 +65,11 @@ pub enum Entry {
         input: serde_json::Value,
         /// The steps and their dependencies.
         definition: DefinitionSnapshot,
+        /// When the saga's deadline passes, in milliseconds since the Unix
+        /// epoch, if it has one. Fixed when the saga is created, so that a
+        /// saga recovered after a crash has only the time it had left.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
     },
     /// An attempt of a step began.
     StepStarted {

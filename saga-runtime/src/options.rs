@@ -44,13 +44,17 @@ impl SagaOptions {
     }
 
     /// After `deadline`, forward work stops and the saga rolls back (unless it
-    /// is past its pivot). Overrides `#[saga(deadline = "..")]`.
+    /// is past its pivot). Overrides `#[saga(deadline = "..")]`. With a
+    /// store, the moment it passes is logged with the saga: a saga recovered
+    /// after a crash keeps it, and the time spent down counts.
     pub fn deadline(mut self, deadline: Duration) -> SagaOptions {
         self.deadline = Some(deadline);
         self
     }
 
-    /// Overrides the retry policy of step `step`.
+    /// Overrides the retry policy of step `step`, for this run: it is not
+    /// logged, and a saga recovered after a crash retries by the policies
+    /// its definition declares. (So do faults and the idempotency check.)
     pub fn retry(mut self, step: impl Into<String>, policy: RetryPolicy) -> SagaOptions {
         self.retry.push((step.into(), Phase::Forward, policy));
         self

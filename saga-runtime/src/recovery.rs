@@ -24,6 +24,9 @@ pub(crate) struct Replayed<S: Saga> {
     pub(crate) stuck: bool,
     /// The log ends with the saga finished.
     pub(crate) finished: bool,
+    /// When the saga's deadline passes (ms since the Unix epoch), if the
+    /// log says.
+    pub(crate) deadline_ms: Option<u64>,
 }
 
 /// What resuming needs of a `created` record. Decoded as a plain struct,
@@ -35,6 +38,9 @@ struct CreatedHead {
     saga: String,
     fingerprint: u64,
     input: serde_json::Value,
+    /// Absent from logs written before deadlines were logged.
+    #[serde(default)]
+    deadline_ms: Option<u64>,
 }
 
 /// What the log says of one step.
@@ -82,7 +88,7 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             name: head.saga,
         });
     }
-    let (input, logged) = (head.input, head.fingerprint);
+    let (input, logged, deadline_ms) = (head.input, head.fingerprint, head.deadline_ms);
     if logged != def.fingerprint() {
         return Err(Error::DefinitionChanged {
             id,
@@ -276,5 +282,6 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
         next_seq,
         stuck,
         finished,
+        deadline_ms,
     })
 }

@@ -5,13 +5,14 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::executor::{CancelSignal, Journal, Position, Run, panic_message};
 use crate::live::{Claim, LiveSet};
-use crate::log::{DefinitionSnapshot, Entry, Record, SagaState};
+use crate::log::{DefinitionSnapshot, Entry, Record, SagaState, now_ms};
 use crate::options::Plan;
 use crate::recovery::{self, Replayed};
 use crate::store::{BoxFuture, Store, StoreError, StoredSaga};
@@ -236,7 +237,7 @@ impl Runtime {
         // Checked before the future is made: in memory, even awaiting one
         // that is at once ready costs every saga.
         if self.inner.store.is_some() {
-            self.log_created::<S>(id, &input).await?;
+            self.log_created::<S>(id, &input, plan.deadline).await?;
         }
         let cancel = Arc::new(CancelSignal::default());
         let task = self.spawn_run(saga, id, input, plan, Some(Arc::clone(&cancel)), claim);
@@ -262,7 +263,7 @@ impl Runtime {
         // Checked before the future is made: in memory, even awaiting one
         // that is at once ready costs every saga.
         if self.inner.store.is_some() {
-            self.log_created::<S>(id, &input).await?;
+            self.log_created::<S>(id, &input, plan.deadline).await?;
         }
         let run = self.new_run(&*saga, id, &input, &plan, 1, None);
         run.run_from(S::State::default(), Position::FRESH).await
@@ -322,7 +323,12 @@ impl Runtime {
     }
 
     /// Writes the `created` record (input and definition) of a new saga.
-    async fn log_created<S: Saga>(&self, id: SagaId, input: &S::Input) -> Result<(), Error> {
+    async fn log_created<S: Saga>(
+        &self,
+        id: SagaId,
+        input: &S::Input,
+        deadline: Option<Duration>,
+    ) -> Result<(), Error> {
         let Some(store) = &self.inner.store else {
             return Ok(());
         };
@@ -336,6 +342,10 @@ impl Runtime {
             fingerprint: def.fingerprint(),
             input,
             definition: DefinitionSnapshot::of(def),
+            deadline_ms: deadline.map(|d| {
+                let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                now_ms().saturating_add(millis)
+            }),
         };
         store.append(vec![Record::new(id, 0, created)]).await?;
         Ok(())
@@ -605,6 +615,7 @@ impl<S: Saga> Resumable for Registered<S> {
                 next_seq,
                 stuck,
                 finished,
+                deadline_ms,
             } = recovery::replay::<S>(&stored)?;
             if stuck || finished {
                 return Err(Error::NotStuck {
@@ -613,7 +624,13 @@ impl<S: Saga> Resumable for Registered<S> {
                 });
             }
             drop(stored);
-            let plan = SagaOptions::default().plan(S::definition())?;
+            let mut plan = SagaOptions::default().plan(S::definition())?;
+            // The deadline is where it was set when the saga was created:
+            // the time spent down counts. (Logs from before deadlines were
+            // logged give the definition's, from now.)
+            if let Some(at) = deadline_ms {
+                plan.deadline = Some(Duration::from_millis(at.saturating_sub(now_ms())));
+            }
             let run = runtime.new_run(&*saga, id, &input, &plan, next_seq, None);
             let outcome = run.run_from(state, position).await?;
             drop(claim);

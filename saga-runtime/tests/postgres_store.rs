@@ -406,6 +406,7 @@ async fn sagas_run_durably_and_an_interrupted_one_is_recovered() {
         fingerprint: def.fingerprint(),
         input: serde_json::json!(40),
         definition: DefinitionSnapshot::of(def),
+        deadline_ms: None,
     };
     let records = vec![
         Record::new(id, 0, created),
@@ -543,6 +544,7 @@ async fn a_saga_a_worker_cannot_run_is_left_free_for_one_that_can() {
         fingerprint: 1,
         input: serde_json::json!(1),
         definition: DefinitionSnapshot { steps: vec![] },
+        deadline_ms: None,
     };
     writer
         .append(vec![Record::new(other, 0, created)])

@@ -27,6 +27,7 @@ use crate::log::{Record, SagaState};
 ///     fingerprint: 7,
 ///     input: serde_json::json!({"amount": 5}),
 ///     definition: DefinitionSnapshot { steps: vec![] },
+///     deadline_ms: None,
 /// };
 /// store.append(vec![Record::new(id, 0, created)]).await.unwrap();
 /// assert_eq!(store.unfinished().await.unwrap().len(), 1);

@@ -16,6 +16,7 @@ pub fn created(id: SagaId) -> Record {
             fingerprint: u64::MAX - 1,
             input: serde_json::json!({ "amount": 10 }),
             definition: DefinitionSnapshot { steps: vec![] },
+            deadline_ms: None,
         },
     )
 }
