@@ -6,6 +6,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use saga::prelude::*;
 use saga::{Cause, Faults, Phase};
@@ -34,6 +35,8 @@ pub struct Plan {
 #[derive(Default)]
 pub struct Payment {
     calls: Calls,
+    /// An operator fixed what made `archive` fail.
+    archive_fixed: AtomicBool,
 }
 
 #[saga(input = Plan)]
@@ -91,7 +94,7 @@ impl Payment {
     #[step(retry(attempts = 2, backoff = none))]
     async fn archive(&self, input: &Plan, cx: &StepContext) -> Result<(), StepError> {
         self.calls.push("archive");
-        if cx.attempt() <= input.archive_fails {
+        if cx.attempt() <= input.archive_fails && !self.archive_fixed.load(Ordering::SeqCst) {
             return Err(StepError::msg("archive full"));
         }
         Ok(())
@@ -287,4 +290,38 @@ async fn without_a_pivot_the_last_step_failing_rolls_everything_back() {
     let outcome = within_a_day(runtime.run::<NoPivot>(())).await.unwrap();
     assert!(outcome.is_compensated(), "{outcome:?}");
     assert_eq!(saga.calls.all(), ["first", "last", "undo_first"]);
+}
+
+/// A saga stuck after its pivot is resumed by an operator, once what made
+/// it stuck is fixed: the step that gave up is tried again with a fresh
+/// policy, the steps that completed are not run again, and nothing is
+/// compensated.
+#[tokio::test(start_paused = true)]
+async fn a_saga_stuck_after_its_pivot_completes_when_an_operator_resumes_it() {
+    let saga = Arc::new(Payment::default());
+    let runtime = Runtime::builder()
+        .store(saga::store::MemoryStore::new())
+        .build()
+        .await
+        .unwrap();
+    runtime.register(Arc::clone(&saga));
+    let plan = Plan {
+        archive_fails: 2,
+        ..Plan::default()
+    };
+    let handle = runtime.start::<Payment>(plan).await.unwrap();
+    let id = handle.id();
+    let outcome = within_a_day(handle.outcome()).await.unwrap();
+    assert_eq!(stuck(&outcome).stuck.as_ref().unwrap().step, "archive");
+
+    saga.archive_fixed.store(true, Ordering::SeqCst);
+    let ended = within_a_day(runtime.resume(id)).await.unwrap();
+    assert!(matches!(ended, saga::Ended::Completed), "{ended:?}");
+    assert_eq!(saga.calls.count("archive"), 3, "one more attempt");
+    for done in ["hold", "credit", "capture", "notify", "audit"] {
+        assert_eq!(saga.calls.count(done), 1, "`{done}` ran again");
+    }
+    for undo in UNDO {
+        assert_eq!(saga.calls.count(undo), 0, "`{undo}` ran after the pivot");
+    }
 }
