@@ -527,3 +527,67 @@ async fn past_the_deadline_a_step_cut_off_by_the_crash_is_resolved_before_rollin
     assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
     assert!(rolled_back_for_its_deadline(&durable, id).await);
 }
+
+/// Nothing whose success is in the log runs again: a crash right after
+/// `charge`'s output is durable recovers without calling `charge` again.
+#[tokio::test]
+async fn a_step_whose_success_is_logged_does_not_run_again_after_a_crash() {
+    let durable = MemoryStore::new();
+    // created, reserve x2, charge started, charge succeeded (record 4).
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(4));
+    let runtime = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let first = Gated::new(true);
+    runtime.register(Arc::clone(&first));
+    let handle = runtime.start::<Gated>(1).await.unwrap();
+    crashing.wait_for_crash().await;
+    drop(handle);
+    assert_eq!(
+        first.keys.lock().unwrap().len(),
+        1,
+        "`charge` ran before the crash"
+    );
+
+    let saga = Gated::new(true);
+    let report = recovering_runtime(durable.clone(), &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert!(saga.keys.lock().unwrap().is_empty(), "`charge` ran again");
+}
+
+/// Nor does a compensation whose success is logged: a crash right after
+/// `uncharge` succeeded goes on with `unreserve` alone.
+#[tokio::test]
+async fn a_compensation_whose_success_is_logged_does_not_run_again_after_a_crash() {
+    let durable = MemoryStore::new();
+    // created, reserve x2, charge x2, confirm started/failed, rollback,
+    // uncharge started (8) and succeeded (9).
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(9));
+    let runtime = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let first = Gated::new(true);
+    runtime.register(Arc::clone(&first));
+    let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("confirm"));
+    let handle = runtime.start_with::<Gated>(1, options).await.unwrap();
+    crashing.wait_for_crash().await;
+    drop(handle);
+    assert_eq!(*first.undone.lock().unwrap(), ["charge"]);
+
+    let saga = Gated::new(true);
+    let report = recovering_runtime(durable.clone(), &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    assert_eq!(report.compensated, 1, "{report:?}");
+    assert_eq!(*saga.undone.lock().unwrap(), ["reserve"]);
+}
