@@ -208,6 +208,7 @@ async fn unfinished_log(store: &SqliteStore, n: u64) {
             input: serde_json::json!(i),
             definition: DefinitionSnapshot::of(def),
             deadline_ms: None,
+            retry: Vec::new(),
         };
         let started = Entry::StepStarted {
             step: "a".into(),

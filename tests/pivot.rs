@@ -325,3 +325,38 @@ async fn a_saga_stuck_after_its_pivot_completes_when_an_operator_resumes_it() {
         assert_eq!(saga.calls.count(undo), 0, "`{undo}` ran after the pivot");
     }
 }
+
+/// A cap set for the run is logged with the saga: recovered after a crash,
+/// the saga still becomes stuck when the capped step runs out of attempts,
+/// instead of retrying it forever by the policy the saga declares.
+#[tokio::test(start_paused = true)]
+async fn a_cap_set_at_run_time_holds_after_a_crash() {
+    use saga::store::MemoryStore;
+    use saga::testing::{CrashPoint, CrashingStore};
+
+    let durable = MemoryStore::new();
+    // hold, credit, capture (started and succeeded: 1..=6), then `notify`
+    // started (7) and failed (8): the process dies after its first attempt.
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(8));
+    let runtime = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    runtime.register(Arc::new(Payment::default()));
+    let plan = Plan {
+        notify_fails: 100,
+        ..Plan::default()
+    };
+    let options = SagaOptions::new().retry("notify", RetryPolicy::attempts(3));
+    let handle = runtime.start_with::<Payment>(plan, options).await.unwrap();
+    crashing.wait_for_crash().await;
+    drop(handle);
+
+    let saga = Arc::new(Payment::default());
+    let recovering = Runtime::builder().store(durable).build().await.unwrap();
+    recovering.register(Arc::clone(&saga));
+    let report = within_a_day(recovering.recover()).await.unwrap();
+    assert_eq!(report.stuck, 1, "{report:?}");
+    assert_eq!(saga.calls.count("notify"), 2, "attempts 2 and 3");
+}

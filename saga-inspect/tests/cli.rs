@@ -55,6 +55,7 @@ async fn write_log(store: &dyn Store) -> (SagaId, SagaId) {
             input: serde_json::json!({ "from": 1, "to": 2, "amount": 500 }),
             definition: definition(),
             deadline_ms: None,
+            retry: Vec::new(),
         };
         store
             .append(vec![Record::new(id, 0, created)])

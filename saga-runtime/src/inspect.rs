@@ -73,6 +73,7 @@ pub struct TimelineRow {
 ///         steps: vec![StepSnapshot { name: "charge".into(), kind: "pivot".into(), compensation: None, deps: vec![], output_type: "u64".into() }],
 ///     },
 ///     deadline_ms: None,
+///     retry: Vec::new(),
 /// };
 /// let body = |e: &Entry| serde_json::to_string(e).unwrap();
 /// let id = SagaId::new();

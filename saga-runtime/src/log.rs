@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Cause, Definition, Failure, Phase, SagaId, StepKind};
+use crate::{Cause, Definition, Failure, Phase, RetryPolicy, SagaId, StepKind};
 
 /// One record of a saga's log.
 ///
@@ -70,6 +70,12 @@ pub enum Entry {
         /// saga recovered after a crash has only the time it had left.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline_ms: Option<u64>,
+        /// The run's retry overrides ([`SagaOptions::retry`]), so that a
+        /// saga recovered after a crash keeps them.
+        ///
+        /// [`SagaOptions::retry`]: crate::SagaOptions::retry
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retry: Vec<RetryOverride>,
     },
     /// An attempt of a step began.
     StepStarted {
@@ -152,6 +158,18 @@ pub enum Entry {
         /// The step.
         step: String,
     },
+}
+
+/// A retry policy a run set for one of its steps or compensations, in
+/// place of the one the saga declares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryOverride {
+    /// The step's name, or the compensation's.
+    pub name: String,
+    /// Which of the two.
+    pub phase: Phase,
+    /// The policy.
+    pub policy: RetryPolicy,
 }
 
 impl Entry {

@@ -5,6 +5,7 @@ use std::fmt;
 use std::ops::{Bound, RangeBounds};
 use std::time::Duration;
 
+use crate::log::RetryOverride;
 use crate::{Definition, Error, Phase, RetryPolicy, SagaId, StepError};
 
 /// Options for one saga run.
@@ -30,6 +31,18 @@ pub struct SagaOptions {
 }
 
 impl SagaOptions {
+    /// The options a recovered run had that its log keeps: its retry
+    /// overrides. (Its deadline is kept as a moment, see `Runtime`.)
+    pub(crate) fn recovered(retry: Vec<RetryOverride>) -> SagaOptions {
+        SagaOptions {
+            retry: retry
+                .into_iter()
+                .map(|o| (o.name, o.phase, o.policy))
+                .collect(),
+            ..SagaOptions::default()
+        }
+    }
+
     /// The defaults: the policies from the attributes, no deadline unless the
     /// saga declares one, no faults.
     pub fn new() -> SagaOptions {
@@ -52,9 +65,9 @@ impl SagaOptions {
         self
     }
 
-    /// Overrides the retry policy of step `step`, for this run: it is not
-    /// logged, and a saga recovered after a crash retries by the policies
-    /// its definition declares. (So do faults and the idempotency check.)
+    /// Overrides the retry policy of step `step`. With a store, the override
+    /// is logged with the saga, and a saga recovered after a crash keeps it.
+    /// (Faults and the idempotency check are for tests, and are not kept.)
     pub fn retry(mut self, step: impl Into<String>, policy: RetryPolicy) -> SagaOptions {
         self.retry.push((step.into(), Phase::Forward, policy));
         self
@@ -139,6 +152,25 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// The run's retry overrides, by name, as the saga's log keeps them.
+    pub(crate) fn overrides(&self, def: &Definition) -> Vec<RetryOverride> {
+        self.retry
+            .iter()
+            .filter_map(|&(i, phase, policy)| {
+                let step = def.steps().get(i)?;
+                let name = match phase {
+                    Phase::Forward => step.name(),
+                    Phase::Compensation => step.compensation()?,
+                };
+                Some(RetryOverride {
+                    name: name.to_string(),
+                    phase,
+                    policy,
+                })
+            })
+            .collect()
+    }
+
     /// The retry policy of a step or compensation: the run's override, or
     /// the one its attribute gave. Inlined: asked once per step.
     #[inline]

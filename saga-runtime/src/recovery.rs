@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::executor::{Position, ResumeAt, RollbackAt};
-use crate::log::Entry;
+use crate::log::{Entry, RetryOverride};
 use crate::store::StoredSaga;
 use crate::{Error, Failure, Phase, Saga, SagaId};
 
@@ -27,6 +27,8 @@ pub(crate) struct Replayed<S: Saga> {
     /// When the saga's deadline passes (ms since the Unix epoch), if the
     /// log says.
     pub(crate) deadline_ms: Option<u64>,
+    /// The run's retry overrides.
+    pub(crate) retry: Vec<RetryOverride>,
 }
 
 /// What resuming needs of a `created` record. Decoded as a plain struct,
@@ -41,6 +43,9 @@ struct CreatedHead {
     /// Absent from logs written before deadlines were logged.
     #[serde(default)]
     deadline_ms: Option<u64>,
+    /// Likewise.
+    #[serde(default)]
+    retry: Vec<RetryOverride>,
 }
 
 /// What the log says of one step.
@@ -88,7 +93,8 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             name: head.saga,
         });
     }
-    let (input, logged, deadline_ms) = (head.input, head.fingerprint, head.deadline_ms);
+    let (input, logged, deadline_ms, retry) =
+        (head.input, head.fingerprint, head.deadline_ms, head.retry);
     if logged != def.fingerprint() {
         return Err(Error::DefinitionChanged {
             id,
@@ -283,5 +289,6 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
         stuck,
         finished,
         deadline_ms,
+        retry,
     })
 }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// How many attempts, how far apart, and how long each may take.
 ///
 /// ```
@@ -19,7 +21,7 @@ use std::time::Duration;
 /// assert_eq!(policy.max_attempts(), Some(5));
 /// assert!(policy.allows_attempt(5) && !policy.allows_attempt(6));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// `None` means retry forever.
     max_attempts: Option<u32>,
@@ -167,12 +169,40 @@ impl Default for RetryPolicy {
 /// assert_eq!(b.delay(2, 0), Duration::from_millis(20));
 /// assert_eq!(b.delay(4, 0), Duration::from_millis(50)); // capped
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LoggedBackoff")]
 pub struct Backoff {
     initial: Duration,
     max: Duration,
     exponential: bool,
     jitter: f64,
+}
+
+/// A [`Backoff`] as a log holds it (a run's retry overrides are logged),
+/// made sound when read back: a damaged jitter becomes none.
+#[derive(Deserialize)]
+struct LoggedBackoff {
+    initial: Duration,
+    max: Duration,
+    exponential: bool,
+    jitter: f64,
+}
+
+impl From<LoggedBackoff> for Backoff {
+    fn from(logged: LoggedBackoff) -> Backoff {
+        let jitter = if logged.jitter.is_finite() {
+            logged.jitter
+        } else {
+            0.0
+        };
+        Backoff {
+            initial: logged.initial,
+            max: logged.max,
+            exponential: logged.exponential,
+            jitter: 0.0,
+        }
+        .jitter(jitter)
+    }
 }
 
 impl Backoff {
@@ -255,6 +285,24 @@ fn splitmix64(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_logged_policy_reads_back_the_same_and_a_damaged_jitter_as_none() {
+        let policy = RetryPolicy::attempts(3)
+            .backoff(Backoff::exponential(
+                Duration::from_millis(10),
+                Duration::from_secs(1),
+            ))
+            .timeout(Duration::from_millis(250));
+        let json = serde_json::to_string(&policy).unwrap();
+        assert_eq!(serde_json::from_str::<RetryPolicy>(&json).unwrap(), policy);
+        let damaged = json.replace("\"jitter\":0.5", "\"jitter\":7.0");
+        assert_ne!(damaged, json);
+        let read: RetryPolicy = serde_json::from_str(&damaged).unwrap();
+        assert_eq!(read.backoff_policy().jitter_fraction(), 1.0);
+        // Whatever the log said, a wait never panics.
+        let _ = read.backoff_policy().delay(5, 42);
+    }
 
     #[test]
     fn jitter_stays_within_bounds() {

@@ -237,7 +237,7 @@ impl Runtime {
         // Checked before the future is made: in memory, even awaiting one
         // that is at once ready costs every saga.
         if self.inner.store.is_some() {
-            self.log_created::<S>(id, &input, plan.deadline).await?;
+            self.log_created::<S>(id, &input, &plan).await?;
         }
         let cancel = Arc::new(CancelSignal::default());
         let task = self.spawn_run(saga, id, input, plan, Some(Arc::clone(&cancel)), claim);
@@ -263,7 +263,7 @@ impl Runtime {
         // Checked before the future is made: in memory, even awaiting one
         // that is at once ready costs every saga.
         if self.inner.store.is_some() {
-            self.log_created::<S>(id, &input, plan.deadline).await?;
+            self.log_created::<S>(id, &input, &plan).await?;
         }
         let run = self.new_run(&*saga, id, &input, &plan, 1, None);
         run.run_from(S::State::default(), Position::FRESH).await
@@ -327,7 +327,7 @@ impl Runtime {
         &self,
         id: SagaId,
         input: &S::Input,
-        deadline: Option<Duration>,
+        plan: &Plan,
     ) -> Result<(), Error> {
         let Some(store) = &self.inner.store else {
             return Ok(());
@@ -342,7 +342,8 @@ impl Runtime {
             fingerprint: def.fingerprint(),
             input,
             definition: DefinitionSnapshot::of(def),
-            deadline_ms: deadline.map(|d| {
+            retry: plan.overrides(def),
+            deadline_ms: plan.deadline.map(|d| {
                 let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 now_ms().saturating_add(millis)
             }),
@@ -616,6 +617,7 @@ impl<S: Saga> Resumable for Registered<S> {
                 stuck,
                 finished,
                 deadline_ms,
+                retry,
             } = recovery::replay::<S>(&stored)?;
             if stuck || finished {
                 return Err(Error::NotStuck {
@@ -624,7 +626,7 @@ impl<S: Saga> Resumable for Registered<S> {
                 });
             }
             drop(stored);
-            let mut plan = SagaOptions::default().plan(S::definition())?;
+            let mut plan = SagaOptions::recovered(retry).plan(S::definition())?;
             // The deadline is where it was set when the saga was created:
             // the time spent down counts. (Logs from before deadlines were
             // logged give the definition's, from now.)

@@ -407,6 +407,7 @@ async fn sagas_run_durably_and_an_interrupted_one_is_recovered() {
         input: serde_json::json!(40),
         definition: DefinitionSnapshot::of(def),
         deadline_ms: None,
+        retry: Vec::new(),
     };
     let records = vec![
         Record::new(id, 0, created),
@@ -545,6 +546,7 @@ async fn a_saga_a_worker_cannot_run_is_left_free_for_one_that_can() {
         input: serde_json::json!(1),
         definition: DefinitionSnapshot { steps: vec![] },
         deadline_ms: None,
+        retry: Vec::new(),
     };
     writer
         .append(vec![Record::new(other, 0, created)])

@@ -28,6 +28,7 @@ use crate::log::{Record, SagaState};
 ///     input: serde_json::json!({"amount": 5}),
 ///     definition: DefinitionSnapshot { steps: vec![] },
 ///     deadline_ms: None,
+///     retry: Vec::new(),
 /// };
 /// store.append(vec![Record::new(id, 0, created)]).await.unwrap();
 /// assert_eq!(store.unfinished().await.unwrap().len(), 1);

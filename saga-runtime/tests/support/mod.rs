@@ -17,6 +17,7 @@ pub fn created(id: SagaId) -> Record {
             input: serde_json::json!({ "amount": 10 }),
             definition: DefinitionSnapshot { steps: vec![] },
             deadline_ms: None,
+            retry: Vec::new(),
         },
     )
 }
