@@ -319,9 +319,18 @@ impl<S: Saga> Run<'_, S> {
                 // wait for a recovered step whose last attempt may have taken
                 // effect unseen: rolling back without its output would orphan
                 // that effect (see `forward`).
-                let unresolved =
-                    (i..end).any(|j| unknown_of(j) && steps[j].kind() != StepKind::Readonly);
-                if let Some(cause) = self.stop_requested().filter(|_| !past_pivot && !unresolved) {
+                let unresolved = |state: &S::State| {
+                    (i..end).any(|j| {
+                        unknown_of(j)
+                            && steps[j].kind() != StepKind::Readonly
+                            && !S::__has_output(state, j)
+                    })
+                };
+                // Asked only once a stop is requested: rarely.
+                if let Some(cause) = self.stop_requested()
+                    && !past_pivot
+                    && !unresolved(state)
+                {
                     return Err(Box::new(Halt::RollBack(cause)));
                 }
                 let stop = if end - i == 1 {

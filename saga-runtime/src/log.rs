@@ -164,9 +164,10 @@ pub enum Entry {
 /// place of the one the saga declares.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetryOverride {
-    /// The step's name, or the compensation's.
-    pub name: String,
-    /// Which of the two.
+    /// The step's name (also for its compensation's policy: step names are
+    /// part of the definition's fingerprint, compensations' are not).
+    pub step: String,
+    /// The step's policy, or its compensation's.
     pub phase: Phase,
     /// The policy.
     pub policy: RetryPolicy,

@@ -31,18 +31,6 @@ pub struct SagaOptions {
 }
 
 impl SagaOptions {
-    /// The options a recovered run had that its log keeps: its retry
-    /// overrides. (Its deadline is kept as a moment, see `Runtime`.)
-    pub(crate) fn recovered(retry: Vec<RetryOverride>) -> SagaOptions {
-        SagaOptions {
-            retry: retry
-                .into_iter()
-                .map(|o| (o.name, o.phase, o.policy))
-                .collect(),
-            ..SagaOptions::default()
-        }
-    }
-
     /// The defaults: the policies from the attributes, no deadline unless the
     /// saga declares one, no faults.
     pub fn new() -> SagaOptions {
@@ -152,18 +140,35 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The run's retry overrides, by name, as the saga's log keeps them.
+    /// The plan of a recovered run: the definition's, with the retry
+    /// overrides its log kept. (Its deadline is kept as a moment, see
+    /// `Runtime`.) An override of a step the saga no longer has is left
+    /// out: the fingerprint matched, so this is a log damaged by hand.
+    pub(crate) fn recovered(def: &'static Definition, retry: Vec<RetryOverride>) -> Plan {
+        let mut plan = Plan {
+            deadline: def.deadline(),
+            ..Plan::default()
+        };
+        for o in retry {
+            match def.step_index(&o.step) {
+                Some(i) => plan.retry.push((i, o.phase, o.policy)),
+                None => tracing::warn!(
+                    saga = def.name(),
+                    step = %o.step,
+                    "the log overrides the retry policy of a step the saga does not have"
+                ),
+            }
+        }
+        plan
+    }
+
+    /// The run's retry overrides, by step, as the saga's log keeps them.
     pub(crate) fn overrides(&self, def: &Definition) -> Vec<RetryOverride> {
         self.retry
             .iter()
             .filter_map(|&(i, phase, policy)| {
-                let step = def.steps().get(i)?;
-                let name = match phase {
-                    Phase::Forward => step.name(),
-                    Phase::Compensation => step.compensation()?,
-                };
                 Some(RetryOverride {
-                    name: name.to_string(),
+                    step: def.steps().get(i)?.name().to_string(),
                     phase,
                     policy,
                 })

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 /// assert!(policy.allows_attempt(5) && !policy.allows_attempt(6));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LoggedPolicy")]
 pub struct RetryPolicy {
     /// `None` means retry forever.
     max_attempts: Option<u32>,
@@ -178,6 +179,25 @@ pub struct Backoff {
     jitter: f64,
 }
 
+/// A [`RetryPolicy`] as a log holds it (a run's retry overrides are
+/// logged), made sound when read back: at least one attempt.
+#[derive(Deserialize)]
+struct LoggedPolicy {
+    max_attempts: Option<u32>,
+    backoff: Backoff,
+    timeout: Option<Duration>,
+}
+
+impl From<LoggedPolicy> for RetryPolicy {
+    fn from(logged: LoggedPolicy) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: logged.max_attempts.map(|n| n.max(1)),
+            backoff: logged.backoff,
+            timeout: logged.timeout,
+        }
+    }
+}
+
 /// A [`Backoff`] as a log holds it (a run's retry overrides are logged),
 /// made sound when read back: a damaged jitter becomes none.
 #[derive(Deserialize)]
@@ -185,16 +205,13 @@ struct LoggedBackoff {
     initial: Duration,
     max: Duration,
     exponential: bool,
-    jitter: f64,
+    /// JSON has no NaN: written as `null`.
+    jitter: Option<f64>,
 }
 
 impl From<LoggedBackoff> for Backoff {
     fn from(logged: LoggedBackoff) -> Backoff {
-        let jitter = if logged.jitter.is_finite() {
-            logged.jitter
-        } else {
-            0.0
-        };
+        let jitter = logged.jitter.unwrap_or(0.0);
         Backoff {
             initial: logged.initial,
             max: logged.max,
@@ -246,7 +263,11 @@ impl Backoff {
     /// Sets the jitter fraction, clamped to `0.0..=1.0`: each wait is shortened
     /// by up to this fraction of itself.
     pub const fn jitter(mut self, fraction: f64) -> Backoff {
-        self.jitter = fraction.clamp(0.0, 1.0);
+        self.jitter = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
         self
     }
 
@@ -270,7 +291,9 @@ impl Backoff {
             return base;
         }
         let unit = (splitmix64(entropy ^ u64::from(attempt)) >> 11) as f64 / (1u64 << 53) as f64;
-        base.mul_f64(1.0 - self.jitter * unit)
+        // Not `mul_f64`, which panics where the float cannot be a duration
+        // (a wait of ~u64::MAX seconds, read from a damaged log).
+        Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 - self.jitter * unit)).unwrap_or(base)
     }
 }
 
@@ -300,8 +323,17 @@ mod tests {
         assert_ne!(damaged, json);
         let read: RetryPolicy = serde_json::from_str(&damaged).unwrap();
         assert_eq!(read.backoff_policy().jitter_fraction(), 1.0);
-        // Whatever the log said, a wait never panics.
+        // Whatever the log said, a wait never panics, and a policy allows
+        // at least one attempt.
+        let huge = r#"{"max_attempts":0,"backoff":{"initial":{"secs":18446744073709551615,"nanos":0},"max":{"secs":18446744073709551615,"nanos":0},"exponential":false,"jitter":1e-300},"timeout":null}"#;
+        let read: RetryPolicy = serde_json::from_str(huge).unwrap();
+        assert!(read.allows_attempt(1));
         let _ = read.backoff_policy().delay(5, 42);
+        let nan = RetryPolicy::attempts(2)
+            .backoff(Backoff::fixed(Duration::from_secs(1)).jitter(f64::NAN));
+        assert_eq!(nan.backoff_policy().jitter_fraction(), 0.0);
+        let json = serde_json::to_string(&nan).unwrap();
+        assert_eq!(serde_json::from_str::<RetryPolicy>(&json).unwrap(), nan);
     }
 
     #[test]

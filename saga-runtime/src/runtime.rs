@@ -626,7 +626,7 @@ impl<S: Saga> Resumable for Registered<S> {
                 });
             }
             drop(stored);
-            let mut plan = SagaOptions::recovered(retry).plan(S::definition())?;
+            let mut plan = Plan::recovered(S::definition(), retry);
             // The deadline is where it was set when the saga was created:
             // the time spent down counts. (Logs from before deadlines were
             // logged give the definition's, from now.)
