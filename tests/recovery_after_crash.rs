@@ -10,7 +10,7 @@ use saga::log::{CauseSnapshot, Entry, SagaState};
 use saga::prelude::*;
 use saga::store::{ListFilter, MemoryStore, SqliteStore, Store};
 use saga::testing::{CrashPoint, CrashingStore};
-use saga::{Ended, Error, Faults, SagaId};
+use saga::{Ended, Error, Faults, RecoveryReport, SagaId};
 use tokio::sync::Semaphore;
 
 /// A two-step saga whose second step waits at a gate: closed, the step
@@ -113,6 +113,37 @@ async fn recovering_runtime(store: impl Store, saga: &Arc<Gated>) -> Runtime {
         .unwrap();
     runtime.register(Arc::clone(saga));
     runtime
+}
+
+/// The first process: runs a `Gated` saga (gate open) with `options` on a
+/// store that crashes at `point`, until it does. Returns the saga's id, that
+/// process's services, and the log as the crash left it.
+async fn crashed_at(point: CrashPoint, options: SagaOptions) -> (SagaId, Arc<Gated>, MemoryStore) {
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), point);
+    let runtime = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let first = Gated::new(true);
+    runtime.register(Arc::clone(&first));
+    let handle = runtime.start_with::<Gated>(1, options).await.unwrap();
+    let id = handle.id();
+    crashing.wait_for_crash().await;
+    drop(handle);
+    (id, first, durable)
+}
+
+/// The next process: recovers `store` with fresh services (gate open).
+async fn recover_afresh(store: impl Store) -> (RecoveryReport, Arc<Gated>) {
+    let saga = Gated::new(true);
+    let report = recovering_runtime(store, &saga)
+        .await
+        .recover()
+        .await
+        .unwrap();
+    (report, saga)
 }
 
 #[tokio::test]
@@ -232,12 +263,7 @@ async fn a_damaged_record_fails_only_its_saga_and_names_it() {
     let store = MemoryStore::new();
     let ids = crashed_mid_step(store.clone(), 3).await;
     assert!(store.overwrite_record(ids[1], 2, "{\"event\":\"step_succ"));
-    let saga = Gated::new(true);
-    let report = recovering_runtime(store.clone(), &saga)
-        .await
-        .recover()
-        .await
-        .unwrap();
+    let (report, _) = recover_afresh(store.clone()).await;
     assert_eq!(report.completed, 2);
     assert_eq!(report.failed.len(), 1);
     let (id, error) = &report.failed[0];
@@ -394,28 +420,15 @@ async fn operator_actions_need_a_store_and_a_stuck_saga() {
 
 #[tokio::test]
 async fn a_crash_after_the_rollback_decision_continues_the_rollback() {
-    let durable = MemoryStore::new();
     // created, reserve x2, charge x2, confirm started/failed, rollback: 7
     // records (0..=7), then uncharge starts; crash right after record 8.
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(8));
-    let runtime = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    runtime.register(Gated::new(true));
-    let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("confirm"));
-    let handle = runtime.start_with::<Gated>(1, options).await.unwrap();
-    let id = handle.id();
-    crashing.wait_for_crash().await;
-    drop(handle);
+    let (id, _, durable) = crashed_at(
+        CrashPoint::AfterDurable(8),
+        SagaOptions::new().faults(Faults::new().fail_step_permanently("confirm")),
+    )
+    .await;
 
-    let saga = Gated::new(true);
-    let report = recovering_runtime(durable.clone(), &saga)
-        .await
-        .recover()
-        .await
-        .unwrap();
+    let (report, saga) = recover_afresh(durable.clone()).await;
     assert_eq!(report.compensated, 1);
     assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
     let log = durable.load(id).await.unwrap().unwrap();
@@ -435,12 +448,7 @@ async fn sqlite_logs_survive_the_runtime_and_recover() {
     let ids = crashed_mid_step(SqliteStore::open(&file).unwrap(), 5).await;
 
     let store = SqliteStore::open(&file).unwrap();
-    let saga = Gated::new(true);
-    let report = recovering_runtime(store.clone(), &saga)
-        .await
-        .recover()
-        .await
-        .unwrap();
+    let (report, _) = recover_afresh(store.clone()).await;
     assert_eq!((report.completed, report.failed.len()), (5, 0));
     let done = store
         .list(ListFilter::in_state(SagaState::Completed))
@@ -462,34 +470,20 @@ async fn sqlite_logs_survive_the_runtime_and_recover() {
 /// cannot tell that it never started (runs do not wait for start records).
 #[tokio::test]
 async fn a_deadline_that_passed_while_down_rolls_the_recovered_saga_back() {
-    let durable = MemoryStore::new();
     // created, reserve started and succeeded (0..=2): the process dies
     // once `reserve`'s output is durable, before `charge` starts.
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(2));
-    let runtime = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let first = Gated::new(true);
-    runtime.register(Arc::clone(&first));
-    let options = SagaOptions::new().deadline(Duration::from_millis(200));
-    let handle = runtime.start_with::<Gated>(1, options).await.unwrap();
-    let id = handle.id();
-    crashing.wait_for_crash().await;
-    drop(handle);
+    let (id, first, durable) = crashed_at(
+        CrashPoint::AfterDurable(2),
+        SagaOptions::new().deadline(Duration::from_millis(200)),
+    )
+    .await;
     assert!(
         first.keys.lock().unwrap().is_empty(),
         "the crash came first"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let saga = Gated::new(true);
-    let report = recovering_runtime(durable.clone(), &saga)
-        .await
-        .recover()
-        .await
-        .unwrap();
+    let (report, saga) = recover_afresh(durable.clone()).await;
     assert_eq!((report.completed, report.compensated), (0, 1), "{report:?}");
     assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
     assert!(rolled_back_for_its_deadline(&durable, id).await);
@@ -516,12 +510,7 @@ async fn past_the_deadline_a_step_cut_off_by_the_crash_is_resolved_before_rollin
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let saga = Gated::new(true);
-    let report = recovering_runtime(durable.clone(), &saga)
-        .await
-        .recover()
-        .await
-        .unwrap();
+    let (report, saga) = recover_afresh(durable.clone()).await;
     assert_eq!((report.completed, report.compensated), (0, 1), "{report:?}");
     assert_eq!(saga.keys.lock().unwrap().len(), 1, "`charge` ran again");
     assert_eq!(*saga.undone.lock().unwrap(), ["charge", "reserve"]);
@@ -532,31 +521,15 @@ async fn past_the_deadline_a_step_cut_off_by_the_crash_is_resolved_before_rollin
 /// `charge`'s output is durable recovers without calling `charge` again.
 #[tokio::test]
 async fn a_step_whose_success_is_logged_does_not_run_again_after_a_crash() {
-    let durable = MemoryStore::new();
     // created, reserve x2, charge started, charge succeeded (record 4).
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(4));
-    let runtime = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let first = Gated::new(true);
-    runtime.register(Arc::clone(&first));
-    let handle = runtime.start::<Gated>(1).await.unwrap();
-    crashing.wait_for_crash().await;
-    drop(handle);
+    let (_, first, durable) = crashed_at(CrashPoint::AfterDurable(4), SagaOptions::new()).await;
     assert_eq!(
         first.keys.lock().unwrap().len(),
         1,
         "`charge` ran before the crash"
     );
 
-    let saga = Gated::new(true);
-    let report = recovering_runtime(durable.clone(), &saga)
-        .await
-        .recover()
-        .await
-        .unwrap();
+    let (report, saga) = recover_afresh(durable.clone()).await;
     assert_eq!(report.completed, 1, "{report:?}");
     assert!(saga.keys.lock().unwrap().is_empty(), "`charge` ran again");
 }
@@ -565,29 +538,16 @@ async fn a_step_whose_success_is_logged_does_not_run_again_after_a_crash() {
 /// `uncharge` succeeded goes on with `unreserve` alone.
 #[tokio::test]
 async fn a_compensation_whose_success_is_logged_does_not_run_again_after_a_crash() {
-    let durable = MemoryStore::new();
     // created, reserve x2, charge x2, confirm started/failed, rollback,
     // uncharge started (8) and succeeded (9).
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::AfterDurable(9));
-    let runtime = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let first = Gated::new(true);
-    runtime.register(Arc::clone(&first));
-    let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("confirm"));
-    let handle = runtime.start_with::<Gated>(1, options).await.unwrap();
-    crashing.wait_for_crash().await;
-    drop(handle);
+    let (_, first, durable) = crashed_at(
+        CrashPoint::AfterDurable(9),
+        SagaOptions::new().faults(Faults::new().fail_step_permanently("confirm")),
+    )
+    .await;
     assert_eq!(*first.undone.lock().unwrap(), ["charge"]);
 
-    let saga = Gated::new(true);
-    let report = recovering_runtime(durable.clone(), &saga)
-        .await
-        .recover()
-        .await
-        .unwrap();
+    let (report, saga) = recover_afresh(durable.clone()).await;
     assert_eq!(report.compensated, 1, "{report:?}");
     assert_eq!(*saga.undone.lock().unwrap(), ["reserve"]);
 }
