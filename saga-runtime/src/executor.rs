@@ -305,38 +305,32 @@ impl<S: Saga> Run<'_, S> {
                     .iter()
                     .position(|s| s.group() != steps[i].group())
                     .map_or(steps.len(), |n| i + n);
-                let attempt_of = |j: usize| match &resume {
-                    Some(at) => at.attempts.get(j).copied().unwrap_or(1),
-                    None if j == first => attempt,
-                    None => 1,
-                };
-                let unknown_of = |j: usize| {
-                    resume
-                        .as_ref()
-                        .is_some_and(|at| at.unknown.get(j).copied().unwrap_or(false))
-                };
-                // Cancellation and the deadline stop forward work here, but
-                // wait for a recovered step whose last attempt may have taken
-                // effect unseen: rolling back without its output would orphan
-                // that effect (see `forward`).
-                let unresolved = |state: &S::State| {
-                    (i..end).any(|j| {
-                        unknown_of(j)
+                let at = resume.as_deref();
+                // Asked only once a stop is requested: rarely. Cancellation
+                // and the deadline stop forward work here, but wait for a
+                // recovered step whose last attempt may have taken effect
+                // unseen: rolling back without its output would orphan that
+                // effect (see `forward`).
+                if let Some(cause) = self.stop_requested()
+                    && !past_pivot
+                    && !(i..end).any(|j| {
+                        unknown_of(at, j)
                             && steps[j].kind() != StepKind::Readonly
                             && !S::__has_output(state, j)
                     })
-                };
-                // Asked only once a stop is requested: rarely.
-                if let Some(cause) = self.stop_requested()
-                    && !past_pivot
-                    && !unresolved(state)
                 {
                     return Err(Box::new(Halt::RollBack(cause)));
                 }
                 let stop = if end - i == 1 {
                     // One step: awaited in place, no allocation.
                     match self
-                        .forward(i, state, past_pivot, attempt_of(i), unknown_of(i))
+                        .forward(
+                            i,
+                            state,
+                            past_pivot,
+                            attempt_of(at, i, first, attempt),
+                            unknown_of(at, i),
+                        )
                         .await
                     {
                         Ok(output) => {
@@ -346,6 +340,8 @@ impl<S: Saga> Run<'_, S> {
                         Err(stop) => Some(stop),
                     }
                 } else {
+                    let attempt_of = |j| attempt_of(at, j, first, attempt);
+                    let unknown_of = |j| unknown_of(at, j);
                     let group =
                         self.forward_group(i..end, state, past_pivot, attempt_of, unknown_of);
                     Box::pin(group).await
@@ -840,6 +836,22 @@ impl<S: Saga> Run<'_, S> {
 /// Orders the report's undone steps last step first. Only a resumed
 /// rollback needs it: it lists the steps undone before the crash first,
 /// and in a concurrent group a step may have been undone before a later one.
+/// The attempt step `j` starts from: where a recovered run left it, or
+/// `attempt` for the step a run starts at, or the first.
+fn attempt_of(resume: Option<&ResumeAt>, j: usize, first: usize, attempt: u32) -> u32 {
+    match resume {
+        Some(at) => at.attempts.get(j).copied().unwrap_or(1),
+        None if j == first => attempt,
+        None => 1,
+    }
+}
+
+/// Whether an earlier attempt of step `j` (before a crash) may have taken
+/// effect unseen.
+fn unknown_of(resume: Option<&ResumeAt>, j: usize) -> bool {
+    resume.is_some_and(|at| at.unknown.get(j).copied().unwrap_or(false))
+}
+
 fn last_first(def: &crate::Definition, names: &mut [&'static str], resumed: bool) {
     if resumed {
         names.sort_by_key(|name| {
