@@ -303,18 +303,18 @@ async fn an_unregistered_saga_is_refused_and_its_log_left_alone() {
     assert_eq!(store.record_count(), before);
 }
 
+/// The same name as `Gated`, with a step less.
+pub struct GatedV2;
+#[saga(input = u32, name = "Gated")]
+impl GatedV2 {
+    #[step(pivot)]
+    async fn reserve(&self, input: &u32) -> Result<u32, StepError> {
+        Ok(*input)
+    }
+}
+
 #[tokio::test]
 async fn a_changed_definition_is_refused_and_its_log_left_alone() {
-    /// The same name as `Gated`, with a step less.
-    pub struct GatedV2;
-    #[saga(input = u32, name = "Gated")]
-    impl GatedV2 {
-        #[step(pivot)]
-        async fn reserve(&self, input: &u32) -> Result<u32, StepError> {
-            Ok(*input)
-        }
-    }
-
     let store = MemoryStore::new();
     crashed_mid_step(store.clone(), 1).await;
     let before = store.record_count();
@@ -379,6 +379,32 @@ async fn a_stuck_saga_stays_stuck_through_recovery_until_resumed() {
             ..
         })
     ));
+}
+
+#[tokio::test]
+async fn resuming_a_stuck_saga_whose_definition_changed_leaves_it_stuck_and_its_log_alone() {
+    let store = MemoryStore::new();
+    let id = stuck_saga(store.clone()).await;
+    let before = store.record_count();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    runtime.register(Arc::new(GatedV2));
+    let refused = runtime.resume(id).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::DefinitionChanged { name: "Gated", .. }),
+        "{refused}"
+    );
+    assert_eq!(store.record_count(), before);
+    let stored = store.load(id).await.unwrap().unwrap();
+    assert_eq!(stored.summary.state, SagaState::Stuck);
+    // Still stuck, so still the operator's: the right definition resumes it.
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let ended = runtime.resume(id).await.unwrap();
+    assert!(matches!(ended, Ended::Compensated(_)), "{ended:?}");
 }
 
 #[tokio::test]

@@ -445,6 +445,9 @@ impl Runtime {
             id,
             state: SagaState::Running.as_str(),
         })?;
+        // Refused before anything is written: a changed definition or a
+        // damaged log leaves the saga stuck, its log as it was.
+        saga.check_resumable(&stored)?;
         store.resuming(id);
         let seq = stored.records.last().map_or(0, |r| r.seq + 1);
         store
@@ -593,6 +596,9 @@ trait Resumable: Send + Sync {
         stored: StoredSaga,
         claim: Claim,
     ) -> BoxFuture<'static, Result<Ended, Error>>;
+    /// Whether the saga of `stored` can be resumed: its log replays
+    /// under the registered definition.
+    fn check_resumable(&self, stored: &StoredSaga) -> Result<(), Error>;
     fn check_markable(&self, stored: &StoredSaga, step: &str) -> Result<(), Error>;
     fn type_id_of_saga(&self) -> TypeId;
 }
@@ -638,6 +644,10 @@ impl<S: Saga> Resumable for Registered<S> {
             drop(claim);
             Ok(Ended::from(outcome))
         })
+    }
+
+    fn check_resumable(&self, stored: &StoredSaga) -> Result<(), Error> {
+        recovery::replay::<S>(stored).map(drop)
     }
 
     fn check_markable(&self, stored: &StoredSaga, step: &str) -> Result<(), Error> {
