@@ -577,3 +577,39 @@ async fn a_compensation_whose_success_is_logged_does_not_run_again_after_a_crash
     assert_eq!(report.compensated, 1, "{report:?}");
     assert_eq!(*saga.undone.lock().unwrap(), ["reserve"]);
 }
+
+/// Bytes that are not UTF-8 text (a flipped bit in a multi-byte character)
+/// are a damaged record like any other: they fail their saga alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_is_not_utf8_fails_only_its_saga_and_is_named() {
+    let dir = std::env::temp_dir().join(format!("saga-recovery-{}", SagaId::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sagas.db");
+    let ids = crashed_mid_step(SqliteStore::open(&file).unwrap(), 3).await;
+    // Record 1 (`reserve` started) is durable: `charge`, which needs
+    // `reserve`'s output, is running. `{"` and half of a two-byte character.
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let damaged = conn
+        .execute(
+            "UPDATE records SET body = CAST(x'7b22c3' AS TEXT) WHERE saga_id = ?1 AND seq = 1",
+            [ids[1].as_uuid().as_bytes()],
+        )
+        .unwrap();
+    assert_eq!(damaged, 1);
+    drop(conn);
+
+    let store = SqliteStore::open(&file).unwrap();
+    let (report, _) = recover_afresh(store.clone()).await;
+    assert_eq!(report.completed, 2, "{report:?}");
+    match &report.failed[..] {
+        [(id, e @ Error::DamagedRecord { seq: 1, .. })] if *id == ids[1] => {
+            assert!(e.to_string().contains("not UTF-8"), "{e}");
+        }
+        other => panic!("expected record 1 of one saga damaged, got {other:?}"),
+    }
+    // The inspector reads it too, damage and all.
+    let log = store.load(ids[1]).await.unwrap().unwrap();
+    assert!(log.records[1].decode().is_err());
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -280,9 +280,53 @@ impl StoredRecord {
     /// assert!(bad.decode().is_err());
     /// ```
     pub fn decode(&self) -> Result<Entry, serde_json::Error> {
+        if let Some(why) = self.body.strip_prefix(UNREADABLE) {
+            return Err(serde::de::Error::custom(why));
+        }
         serde_json::from_str(&self.body)
     }
+
+    /// A record a store found but could not read as text (its bytes are
+    /// not UTF-8, say), kept so that [`decode`](Self::decode) fails with
+    /// `why` and the damage fails only its saga's recovery.
+    ///
+    /// ```
+    /// use saga_runtime::store::StoredRecord;
+    /// let damaged = StoredRecord::unreadable(2, 0, "the record is not UTF-8 text");
+    /// let error = damaged.decode().unwrap_err();
+    /// assert!(error.to_string().contains("not UTF-8"));
+    /// ```
+    pub fn unreadable(seq: u64, at_ms: u64, why: &str) -> StoredRecord {
+        StoredRecord {
+            seq,
+            at_ms,
+            body: format!("{UNREADABLE}{why}"),
+        }
+    }
+
+    /// A record whose body was read as bytes: as they are if they are
+    /// UTF-8 text, [`unreadable`](Self::unreadable) otherwise.
+    pub fn from_bytes(seq: u64, at_ms: u64, body: Vec<u8>) -> StoredRecord {
+        match String::from_utf8(body) {
+            Ok(body) => StoredRecord { seq, at_ms, body },
+            Err(e) => {
+                let text = String::from_utf8_lossy(e.as_bytes());
+                let shown: String = text.chars().take(120).collect();
+                let more = if shown.len() < text.len() { "..." } else { "" };
+                let why = format!(
+                    "the record is not UTF-8 text (damaged from byte {}): {shown}{more}",
+                    e.utf8_error().valid_up_to(),
+                );
+                StoredRecord::unreadable(seq, at_ms, &why)
+            }
+        }
+    }
 }
+
+/// Begins the body of an [`StoredRecord::unreadable`] record. No JSON text
+/// begins with it (JSON begins with a value or white space), so no record
+/// that was written can be taken for one.
+const UNREADABLE: &str = "\u{fffd}";
 
 /// Which sagas [`Store::list`] returns.
 ///

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -507,13 +508,27 @@ fn records_of(conn: &Connection, id: [u8; 16]) -> Result<Vec<StoredRecord>, rusq
     let mut stmt = conn
         .prepare_cached("SELECT seq, at_ms, body FROM records WHERE saga_id = ?1 ORDER BY seq")?;
     let rows = stmt.query_map([id], |r| {
-        Ok(StoredRecord {
-            seq: r.get::<_, i64>(0)? as u64,
-            at_ms: r.get::<_, i64>(1)? as u64,
-            body: r.get(2)?,
-        })
+        Ok(StoredRecord::from_bytes(
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, i64>(1)? as u64,
+            body_bytes(r, 2)?,
+        ))
     })?;
     rows.collect()
+}
+
+/// A record's body as bytes: text that is not UTF-8 (a damaged file) is
+/// then that record's damage, found when it is decoded, rather than an
+/// error that fails every saga read with it.
+fn body_bytes(row: &rusqlite::Row<'_>, i: usize) -> Result<Vec<u8>, rusqlite::Error> {
+    match row.get_ref(i)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Ok(bytes.to_vec()),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            i,
+            "body".into(),
+            other.data_type(),
+        )),
+    }
 }
 
 impl Store for SqliteStore {
@@ -589,11 +604,11 @@ impl Store for SqliteStore {
             while let Some(row) = rows.next()? {
                 let id: [u8; 16] = row.get(0)?;
                 if let Some(&i) = index.get(&id) {
-                    sagas[i].records.push(StoredRecord {
-                        seq: row.get::<_, i64>(1)? as u64,
-                        at_ms: row.get::<_, i64>(2)? as u64,
-                        body: row.get(3)?,
-                    });
+                    sagas[i].records.push(StoredRecord::from_bytes(
+                        row.get::<_, i64>(1)? as u64,
+                        row.get::<_, i64>(2)? as u64,
+                        body_bytes(row, 3)?,
+                    ));
                 }
             }
             for saga in &mut sagas {
