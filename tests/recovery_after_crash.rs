@@ -205,6 +205,88 @@ impl saga::Listener for PanicsOn {
     }
 }
 
+/// A store whose log cannot be read past its first page (the disk fails,
+/// the connection drops), and which counts the sagas let go.
+#[derive(Clone)]
+struct FirstPageOnly {
+    log: MemoryStore,
+    pages: Arc<AtomicUsize>,
+    released: Arc<Mutex<Vec<SagaId>>>,
+}
+
+impl Store for FirstPageOnly {
+    fn append(
+        &self,
+        records: Vec<saga::log::Record>,
+    ) -> saga::store::BoxFuture<'_, Result<(), saga::store::StoreError>> {
+        self.log.append(records)
+    }
+    fn load(
+        &self,
+        id: SagaId,
+    ) -> saga::store::BoxFuture<'_, Result<Option<saga::store::StoredSaga>, saga::store::StoreError>>
+    {
+        self.log.load(id)
+    }
+    fn unfinished_page(
+        &self,
+        after: Option<SagaId>,
+        limit: usize,
+    ) -> saga::store::BoxFuture<'_, Result<Vec<saga::store::StoredSaga>, saga::store::StoreError>>
+    {
+        if self.pages.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.log.unfinished_page(after, limit)
+        } else {
+            Box::pin(async { Err(saga::store::StoreError::Backend("the disk failed".into())) })
+        }
+    }
+    fn list(
+        &self,
+        filter: ListFilter,
+    ) -> saga::store::BoxFuture<'_, Result<Vec<saga::store::SagaSummary>, saga::store::StoreError>>
+    {
+        self.log.list(filter)
+    }
+    fn prune(
+        &self,
+        before_ms: u64,
+    ) -> saga::store::BoxFuture<'_, Result<u64, saga::store::StoreError>> {
+        self.log.prune(before_ms)
+    }
+    fn release(
+        &self,
+        id: SagaId,
+    ) -> saga::store::BoxFuture<'_, Result<(), saga::store::StoreError>> {
+        self.released.lock().unwrap().push(id);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_log_that_cannot_be_read_further_fails_recovery_after_the_sagas_resumed_end() {
+    let log = MemoryStore::new();
+    // A limit of 8 reads pages of 64 sagas: this log takes two.
+    crashed_mid_step(log.clone(), 100).await;
+    let store = FirstPageOnly {
+        log: log.clone(),
+        pages: Arc::new(AtomicUsize::new(0)),
+        released: Arc::new(Mutex::new(Vec::new())),
+    };
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let failed = runtime.recover().await.unwrap_err();
+    assert!(failed.to_string().contains("the disk failed"), "{failed}");
+    // Every saga of the first page was resumed and ran to its end: none
+    // was dropped mid-step when reading the next page failed.
+    let done = log
+        .list(ListFilter::in_state(SagaState::Completed))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 64);
+    assert_eq!(log.unfinished().await.unwrap().len(), 36);
+    assert!(store.released.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_panic_while_resuming_one_saga_fails_that_saga_alone() {
     let store = MemoryStore::new();

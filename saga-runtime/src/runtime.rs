@@ -266,7 +266,30 @@ impl Runtime {
             self.log_created::<S>(id, &input, &plan).await?;
         }
         let run = self.new_run(&*saga, id, &input, &plan, 1, None);
-        run.run_from(S::State::default(), Position::FRESH).await
+        let ended = run.run_from(S::State::default(), Position::FRESH).await;
+        if let Err(e) = &ended
+            && self.inner.store.is_some()
+        {
+            self.let_go(id, e).await;
+        }
+        ended
+    }
+
+    /// Lets go of durable saga `id`, whose run here stopped short of an end
+    /// (a store error, say): a store shared by workers then lets another
+    /// take it, and this one no longer renews its lease. Without that, a
+    /// worker that lives on would hold the saga, unfinished, for good. A
+    /// run fenced off has nothing to let go: the saga is another's, or
+    /// this worker's again under a newer token.
+    async fn let_go(&self, id: SagaId, stopped_by: &Error) {
+        if let Error::Store(StoreError::LeaseLost { .. }) = stopped_by {
+            return;
+        }
+        if let Some(store) = &self.inner.store
+            && let Err(e) = store.release(id).await
+        {
+            tracing::warn!(saga = %id, error = %e, "cannot release a saga whose run stopped");
+        }
     }
 
     /// The id of a new saga. A log wants ids that grow with time (its
@@ -366,7 +389,13 @@ impl Runtime {
         tokio::spawn(async move {
             let _claim = claim;
             let run = runtime.new_run(&*saga, id, &input, &plan, 1, cancel.as_deref());
-            run.run_from(S::State::default(), Position::FRESH).await
+            let ended = run.run_from(S::State::default(), Position::FRESH).await;
+            if let Err(e) = &ended
+                && runtime.inner.store.is_some()
+            {
+                runtime.let_go(id, e).await;
+            }
+            ended
         })
     }
 
@@ -381,7 +410,9 @@ impl Runtime {
     /// The log is read a page at a time, the next page while the sagas of
     /// this one run, at most [`Builder::recovery_concurrency`] at once. A
     /// saga this runtime is running itself (started before or during
-    /// recovery) is left to that run.
+    /// recovery) is left to that run. If the log cannot be read further,
+    /// the sagas already resumed run to their ends, and then the error is
+    /// returned.
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
         let store = self.inner.store.clone().ok_or(Error::NoStore)?;
         let limit = self.inner.recovery_concurrency;
@@ -389,15 +420,35 @@ impl Runtime {
         let page_size = (limit + limit / 2).clamp(64, 4096);
         let mut report = RecoveryReport::default();
         let mut tasks = tokio::task::JoinSet::new();
+        // The first error ends the reading, not the sagas already resumed:
+        // they run to their ends (a dropped task would stop one mid-step),
+        // and the sagas read but not resumed are let go, so that a store
+        // shared by workers does not keep them this worker's.
+        let mut stopped: Option<Error> = None;
+        let mut not_resumed = Vec::new();
         let mut reading = Some(read_page(&store, None, page_size));
         while let Some(page) = reading.take() {
-            let page = page.await.map_err(|e| aborted(&e))??;
-            if page.len() == page_size {
+            let page = match page.await {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    stopped.get_or_insert(e.into());
+                    break;
+                }
+                Err(e) => {
+                    stopped.get_or_insert(aborted(&e));
+                    break;
+                }
+            };
+            if page.len() == page_size && stopped.is_none() {
                 let after = page.last().map(|s| s.summary.id);
                 reading = Some(read_page(&store, after, page_size));
             }
             for stored in page {
                 let id = stored.summary.id;
+                if stopped.is_some() {
+                    not_resumed.push(id);
+                    continue;
+                }
                 let Some(saga) = self.lookup_name(&stored.summary.name) else {
                     let name = stored.summary.name;
                     report.failed.push((id, Error::UnknownSaga { id, name }));
@@ -408,8 +459,10 @@ impl Runtime {
                 };
                 store.resuming(id);
                 while tasks.len() >= limit {
-                    if let Some(joined) = tasks.join_next().await {
-                        report.take(joined)?;
+                    if let Some(joined) = tasks.join_next().await
+                        && let Err(e) = report.take(joined)
+                    {
+                        stopped.get_or_insert(e);
                     }
                 }
                 let resumed = saga.resume(self.clone(), stored, claim);
@@ -417,16 +470,24 @@ impl Runtime {
             }
         }
         while let Some(joined) = tasks.join_next().await {
-            report.take(joined)?;
+            if let Err(e) = report.take(joined) {
+                stopped.get_or_insert(e);
+            }
         }
-        // What this runtime cannot run, another may (a store shared by
-        // workers lets go of it).
-        for (id, _) in &report.failed {
+        // What this runtime cannot run, or did not, another may (a store
+        // shared by workers lets go of it).
+        for id in not_resumed
+            .iter()
+            .chain(report.failed.iter().map(|(id, _)| id))
+        {
             if let Err(e) = store.release(*id).await {
                 tracing::warn!(saga = %id, error = %e, "cannot release a saga recovery left");
             }
         }
-        Ok(report)
+        match stopped {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Resumes a stuck saga (after an operator fixed what made it stuck):
@@ -640,9 +701,12 @@ impl<S: Saga> Resumable for Registered<S> {
                 plan.deadline = Some(Duration::from_millis(at.saturating_sub(now_ms())));
             }
             let run = runtime.new_run(&*saga, id, &input, &plan, next_seq, None);
-            let outcome = run.run_from(state, position).await?;
+            let ended = run.run_from(state, position).await;
+            if let Err(e) = &ended {
+                runtime.let_go(id, e).await;
+            }
             drop(claim);
-            Ok(Ended::from(outcome))
+            Ok(Ended::from(ended?))
         })
     }
 

@@ -856,3 +856,65 @@ async fn a_fenced_off_run_gets_nothing_when_its_worker_recovers_the_saga_meanwhi
     let log = a_store.load(id).await.unwrap().unwrap();
     assert_eq!(log.summary.state, SagaState::Completed);
 }
+
+/// A run stopped by a store error (the database refused a write) lets go
+/// of its saga: its worker lives on, serving other sagas, but no longer
+/// holds that one, and another worker's recovery finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_by_a_store_error_lets_another_worker_finish_its_saga() {
+    const LEASE: Duration = Duration::from_millis(600);
+    let schema = Schema::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = Runtime::builder()
+        .store(schema.store("a", LEASE).await)
+        .build()
+        .await
+        .unwrap();
+    a.register(Arc::new(Slow {
+        gate: Some(Arc::clone(&gate)),
+        waiting: Arc::clone(&waiting),
+    }));
+    let handle = a.start::<Slow>(1).await.unwrap();
+    let id = handle.id();
+    while waiting.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The database refuses the next record (for a moment: a full disk, an
+    // operator's mistake), so the run stops with a store error.
+    schema
+        .sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON records
+               FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await;
+    gate.add_permits(1);
+    let stopped = handle.outcome().await;
+    assert!(
+        matches!(&stopped, Err(saga_runtime::Error::Store(StoreError::Backend(m))) if m.contains("refused for the test")),
+        "{stopped:?}"
+    );
+    schema.sql("DROP TRIGGER refuse ON records").await;
+    // Worker a lives on, past two leases that it would have renewed.
+    gate.add_permits(1);
+    assert!(a.run::<Slow>(2).await.unwrap().is_completed());
+    tokio::time::sleep(LEASE * 2).await;
+
+    let b_store = schema.store("b", LEASE).await;
+    let b = Runtime::builder()
+        .store(b_store.clone())
+        .build()
+        .await
+        .unwrap();
+    b.register(Arc::new(Slow {
+        gate: None,
+        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    }));
+    let report = b.recover().await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    let log = b_store.load(id).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, SagaState::Completed);
+    drop(a);
+}

@@ -170,10 +170,13 @@ pub trait Store: Send + Sync + 'static {
     /// `before_ms` (milliseconds since the Unix epoch); returns how many.
     fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
-    /// Gives up this worker's hold on saga `id`, which it will not run:
-    /// recovery could not resume it (its saga is not registered here, or its
-    /// log is damaged or from another definition), so that a worker that
-    /// can may take it. Stores without owners have nothing to do.
+    /// Gives up this worker's hold on saga `id`, which it will not run (any
+    /// more): recovery could not resume it (its saga is not registered
+    /// here, or its log is damaged or from another definition) or did not
+    /// get to it, or its run here stopped short of an end (a store error),
+    /// so that a worker that can may take it. A store that renews leases
+    /// stops renewing this one even if telling the server fails. Stores
+    /// without owners have nothing to do.
     fn release(&self, id: SagaId) -> BoxFuture<'_, Result<(), StoreError>> {
         let _ = id;
         Box::pin(async { Ok(()) })
