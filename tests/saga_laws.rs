@@ -195,7 +195,9 @@ impl Case {
             })
             .collect();
         let steps: &'static [StepDef] = Box::leak(steps.into_boxed_slice());
-        Box::leak(Box::new(Definition::__new(SAGA_NAME, 0x5a6a, steps, None)))
+        Box::leak(Box::new(Definition::__new(
+            SAGA_NAME, 0x5a6a, 0x5a6a, steps, None,
+        )))
     }
 
     /// The per-run options: policy overrides and injected faults.

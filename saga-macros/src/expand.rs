@@ -222,7 +222,7 @@ fn generate(
         }
         None => quote!(::core::option::Option::None),
     };
-    let fingerprint = fingerprint(&saga_name, saga, steps, &tys);
+    let (fingerprint, without_input) = fingerprint(&saga_name, input_ty, saga, steps, &tys);
 
     let run_arms = saga
         .steps
@@ -318,7 +318,7 @@ fn generate(
 
             static __SAGA_STEPS: [::saga::__private::StepDef; #count] = [#(#step_defs),*];
             static __SAGA_DEFINITION: ::saga::__private::Definition =
-                ::saga::__private::Definition::__new(#saga_name, #fingerprint, &__SAGA_STEPS, #deadline);
+                ::saga::__private::Definition::__new(#saga_name, #fingerprint, #without_input, &__SAGA_STEPS, #deadline);
 
             #[automatically_derived]
             impl ::saga::__private::Saga for #self_ty {
@@ -598,9 +598,17 @@ fn error_span(sig: &Signature) -> Span {
 }
 
 /// FNV-1a over the parts of the definition a saga log depends on: names,
-/// order, kinds, dependencies and output types (not retry policies, which may
-/// change between deploys without breaking recovery).
-fn fingerprint(name: &str, saga: &Saga, steps: &[CheckedStep], tys: &[TokenStream]) -> u64 {
+/// order, kinds, dependencies, output types and the input type (not retry
+/// policies, which may change between deploys without breaking recovery).
+/// Also returns the hash without the input type, which logs written before
+/// it was part of the fingerprint carry.
+fn fingerprint(
+    name: &str,
+    input: &syn::Type,
+    saga: &Saga,
+    steps: &[CheckedStep],
+    tys: &[TokenStream],
+) -> (u64, u64) {
     let mut canonical = format!("saga:{name};");
     for (i, (step, checked)) in saga.steps.iter().zip(steps).enumerate() {
         let kind = match checked.kind {
@@ -614,6 +622,12 @@ fn fingerprint(name: &str, saga: &Saga, steps: &[CheckedStep], tys: &[TokenStrea
             step.name, checked.deps, tys[i]
         ));
     }
+    let without_input = fnv1a(&canonical);
+    canonical.push_str(&format!("input:{};", input.to_token_stream()));
+    (fnv1a(&canonical), without_input)
+}
+
+fn fnv1a(canonical: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in canonical.bytes() {
         hash ^= u64::from(byte);

@@ -81,7 +81,7 @@ fn placeholder(saga: &Saga) -> Option<TokenStream> {
 
         const _: () = {
             static __SAGA_DEFINITION: ::saga::__private::Definition =
-                ::saga::__private::Definition::__new(#name, 0, &[], ::core::option::Option::None);
+                ::saga::__private::Definition::__new(#name, 0, 0, &[], ::core::option::Option::None);
 
             impl ::saga::__private::Saga for #self_ty {
                 type Input = #input;

@@ -159,7 +159,7 @@ impl StepDef {
 ///     StepDef::__new("hold", StepKind::Compensatable, Some("release"), &[], "HoldId", RetryPolicy::STEP, RetryPolicy::FOREVER, 0),
 ///     StepDef::__new("capture", StepKind::Pivot, None, &[0], "()", RetryPolicy::STEP, RetryPolicy::FOREVER, 1),
 /// ];
-/// static DEF: Definition = Definition::__new("Pay", 42, &STEPS, None);
+/// static DEF: Definition = Definition::__new("Pay", 42, 41, &STEPS, None);
 /// assert_eq!(DEF.step_index("capture"), Some(1));
 /// assert!(DEF.to_mermaid().contains("hold --> capture"));
 /// ```
@@ -167,6 +167,9 @@ impl StepDef {
 pub struct Definition {
     name: &'static str,
     fingerprint: u64,
+    /// The fingerprint without the input type, as logs written before it
+    /// was part of it carry.
+    without_input: u64,
     steps: &'static [StepDef],
     deadline: Option<Duration>,
 }
@@ -176,12 +179,14 @@ impl Definition {
     pub const fn __new(
         name: &'static str,
         fingerprint: u64,
+        without_input: u64,
         steps: &'static [StepDef],
         deadline: Option<Duration>,
     ) -> Definition {
         Definition {
             name,
             fingerprint,
+            without_input,
             steps,
             deadline,
         }
@@ -192,10 +197,20 @@ impl Definition {
         self.name
     }
 
-    /// A hash of the step names, their order, dependencies and output types.
-    /// Recovery refuses a log written by a saga whose fingerprint differs.
+    /// A hash of the step names, their order, dependencies and output
+    /// types, and the input type. Recovery refuses a log written by a saga
+    /// whose fingerprint differs.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+
+    /// Whether a log carrying fingerprint `logged` was written by this
+    /// definition. Logs written before the input type was part of the
+    /// fingerprint carry the hash of the rest, which is accepted too: for
+    /// them a change of input type is found only when the input does not
+    /// decode.
+    pub fn wrote(&self, logged: u64) -> bool {
+        logged == self.fingerprint || logged == self.without_input
     }
 
     /// The steps in declaration order, which is also a dependency order.
@@ -239,7 +254,7 @@ impl Definition {
     /// ```
     /// # use saga_runtime::{Definition, RetryPolicy, StepDef, StepKind};
     /// # static STEPS: [StepDef; 1] = [StepDef::__new("hold", StepKind::Compensatable, Some("release"), &[], "HoldId", RetryPolicy::STEP, RetryPolicy::FOREVER, 0)];
-    /// # static DEF: Definition = Definition::__new("Pay", 42, &STEPS, None);
+    /// # static DEF: Definition = Definition::__new("Pay", 42, 41, &STEPS, None);
     /// let graph = DEF.to_mermaid();
     /// assert!(graph.starts_with("flowchart TD"));
     /// assert!(graph.contains("release"));

@@ -95,7 +95,7 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
     }
     let (input, logged, deadline_ms, retry) =
         (head.input, head.fingerprint, head.deadline_ms, head.retry);
-    if logged != def.fingerprint() {
+    if !def.wrote(logged) {
         return Err(Error::DefinitionChanged {
             id,
             name: def.name(),
