@@ -35,6 +35,14 @@ fn sequential(c: &mut Criterion) {
                 assert_eq!(outcome.is_completed(), !fail);
             })
         });
+        // Through the handle `register` returns: no lookup per run.
+        let noop = &runtime.saga::<Noop>().expect("registered");
+        group.bench_function(BenchmarkId::new("saga_handle", label), |b| {
+            b.to_async(&rt).iter(|| async move {
+                let outcome = noop.run(1).await.expect("run");
+                assert_eq!(outcome.is_completed(), !fail);
+            })
+        });
         group.bench_function(BenchmarkId::new("by_hand", label), |b| {
             b.to_async(&rt)
                 .iter(|| async move { assert_eq!(by_hand(1, fail).await.is_ok(), !fail) })

@@ -37,8 +37,8 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), saga::Error> {
 //! let runtime = Runtime::builder().build().await?;
-//! runtime.register(Arc::new(Transfer));
-//! match runtime.start::<Transfer>(100).await?.outcome().await? {
+//! let transfers = runtime.register(Arc::new(Transfer));
+//! match transfers.start(100).await?.outcome().await? {
 //!     Outcome::Completed(outputs) => assert!(outputs.hold.starts_with("hold-100-")),
 //!     Outcome::Compensated(report) => println!("undone: {report}"),
 //!     Outcome::Stuck(report) => eprintln!("needs a person: {report}"),

@@ -14,8 +14,10 @@ use saga::{Error, RecoveryReport, SagaId};
 /// version).
 const BEFORE_INPUT_TYPES: u64 = 0x4c6b_5add_bde1_08e4;
 
+/// The first version: the input is a number.
 pub mod v1 {
     use super::*;
+    /// A payment.
     pub struct Pay;
     #[saga(input = u32, name = "Pay")]
     impl Pay {
@@ -33,14 +35,16 @@ pub mod v1 {
     }
 }
 
+/// The next: the input is a string.
 pub mod v2 {
     use super::*;
+    /// A payment.
     pub struct Pay;
     /// The same steps; the input is now a string.
     #[saga(input = String, name = "Pay")]
     impl Pay {
         #[step(compensate = unreserve)]
-        async fn reserve(&self, input: &String) -> Result<u32, StepError> {
+        async fn reserve(&self, input: &str) -> Result<u32, StepError> {
             Ok(input.len() as u32)
         }
         async fn unreserve(&self) -> Result<(), StepError> {

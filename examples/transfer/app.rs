@@ -401,7 +401,7 @@ pub async fn run(
         .build()
         .await
         .map_err(|e| e.to_string())?;
-    runtime.register(Arc::clone(&transfer));
+    let transfers = runtime.register(Arc::clone(&transfer));
 
     let started = Instant::now();
     let mut summary = Summary {
@@ -431,16 +431,16 @@ pub async fn run(
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             break;
         };
-        let (runtime, ran, progress, retries) = (
-            runtime.clone(),
+        let (transfers, ran, progress, retries) = (
+            transfers.clone(),
             Arc::clone(&ran),
             Arc::clone(&progress),
             Arc::clone(&retries),
         );
         let id = transfer_id(config.seed, n);
         tasks.spawn(async move {
-            let result = match runtime
-                .start_with::<Transfer>(request, SagaOptions::new().id(id))
+            let result = match transfers
+                .start_with(request, SagaOptions::new().id(id))
                 .await
             {
                 Ok(handle) => handle.outcome().await.map(drop),

@@ -33,5 +33,7 @@ pub use crate::event::{Event, EventKind, Listener};
 pub use crate::options::{Faults, InjectedFault, SagaOptions};
 pub use crate::outcome::{Cause, Failure, Outcome, Report};
 pub use crate::retry::{Backoff, RetryPolicy};
-pub use crate::runtime::{Builder, Canceller, Ended, RecoveryReport, Runtime, SagaHandle};
+pub use crate::runtime::{
+    Builder, Canceller, Ended, RecoveryReport, Registered, Runtime, SagaHandle,
+};
 pub use crate::saga::Saga;

@@ -166,8 +166,14 @@ impl Runtime {
 
     /// Registers the services of saga `S`. Starting a saga needs its
     /// registration, and so does recovering it after a restart (by its
-    /// name). Registering again replaces the earlier value.
-    pub fn register<S: Saga>(&self, saga: Arc<S>) {
+    /// name). Registering again replaces the earlier value for what starts
+    /// and recovers later.
+    ///
+    /// Returns a [`Registered`] handle that starts and runs `S` with these
+    /// services without looking them up (which [`Runtime::run`] and
+    /// [`Runtime::start`] do, under a read lock, on every call); keep it
+    /// where sagas are started often, or ignore it.
+    pub fn register<S: Saga>(&self, saga: Arc<S>) -> Registered<S> {
         let name = S::definition().name();
         let mut registry = self
             .inner
@@ -178,15 +184,28 @@ impl Runtime {
             TypeId::of::<S>(),
             Arc::clone(&saga) as Arc<dyn Any + Send + Sync>,
         );
-        let previous = registry
-            .by_name
-            .insert(name, Arc::new(Registered(saga)) as Arc<dyn Resumable>);
+        let previous = registry.by_name.insert(
+            name,
+            Arc::new(ByName(Arc::clone(&saga))) as Arc<dyn Resumable>,
+        );
         if previous.is_some_and(|p| p.type_id_of_saga() != TypeId::of::<S>()) {
             tracing::warn!(
                 saga = name,
                 "two saga types share the name `{name}`; recovery uses the last registered"
             );
         }
+        Registered {
+            runtime: self.clone(),
+            saga,
+        }
+    }
+
+    /// A handle on saga `S` as registered now (see [`Registered`]).
+    pub fn saga<S: Saga>(&self) -> Result<Registered<S>, Error> {
+        Ok(Registered {
+            runtime: self.clone(),
+            saga: self.lookup::<S>()?,
+        })
     }
 
     /// Inlined, with the error made here, so that the lookup's own result
@@ -230,18 +249,7 @@ impl Runtime {
         input: S::Input,
         options: SagaOptions,
     ) -> Result<SagaHandle<S>, Error> {
-        let saga = self.lookup::<S>()?;
-        let id = options.id.unwrap_or_else(|| self.new_id());
-        let plan = options.plan(S::definition())?;
-        let claim = self.claim_new(id)?;
-        // Checked before the future is made: in memory, even awaiting one
-        // that is at once ready costs every saga.
-        if self.inner.store.is_some() {
-            self.log_created::<S>(id, &input, &plan).await?;
-        }
-        let cancel = Arc::new(CancelSignal::default());
-        let task = self.spawn_run(saga, id, input, plan, Some(Arc::clone(&cancel)), claim);
-        Ok(SagaHandle { id, cancel, task })
+        self.start_saga(|| self.lookup::<S>(), input, options).await
     }
 
     /// Runs a saga to its outcome on the calling task (no task is spawned;
@@ -256,23 +264,64 @@ impl Runtime {
         input: S::Input,
         options: SagaOptions,
     ) -> Result<Outcome<S::Outputs>, Error> {
-        let saga = self.lookup::<S>()?;
+        self.run_saga(|| self.lookup::<S>(), input, options).await
+    }
+
+    /// `saga` gives the services, as in [`run_saga`](Self::run_saga).
+    async fn start_saga<S: Saga>(
+        &self,
+        saga: impl FnOnce() -> Result<Arc<S>, Error>,
+        input: S::Input,
+        options: SagaOptions,
+    ) -> Result<SagaHandle<S>, Error> {
+        let saga = saga()?;
         let id = options.id.unwrap_or_else(|| self.new_id());
         let plan = options.plan(S::definition())?;
-        let _claim = self.claim_new(id)?;
+        let claim = self.claim_new(id)?;
         // Checked before the future is made: in memory, even awaiting one
         // that is at once ready costs every saga.
         if self.inner.store.is_some() {
             self.log_created::<S>(id, &input, &plan).await?;
         }
-        let run = self.new_run(&*saga, id, &input, &plan, 1, None);
-        let ended = run.run_from(S::State::default(), Position::FRESH).await;
-        if let Err(e) = &ended
-            && self.inner.store.is_some()
-        {
-            self.let_go(id, e).await;
+        let cancel = Arc::new(CancelSignal::default());
+        let task = self.spawn_run(saga, id, input, plan, Some(Arc::clone(&cancel)), claim);
+        Ok(SagaHandle { id, cancel, task })
+    }
+
+    /// Written as a function returning an `async move` block, as an `async
+    /// fn` would hold its arguments twice.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold its arguments twice"
+    )]
+    ///
+    /// `saga` gives the services (looked up, or a handle's): called inside,
+    /// so that a run is one future whichever way it was asked for.
+    fn run_saga<'a, S: Saga, P: std::ops::Deref<Target = S> + 'a>(
+        &'a self,
+        saga: impl FnOnce() -> Result<P, Error> + 'a,
+        input: S::Input,
+        options: SagaOptions,
+    ) -> impl Future<Output = Result<Outcome<S::Outputs>, Error>> + 'a {
+        async move {
+            let saga = saga()?;
+            let id = options.id.unwrap_or_else(|| self.new_id());
+            let plan = options.plan(S::definition())?;
+            let _claim = self.claim_new(id)?;
+            // Checked before the future is made: in memory, even awaiting one
+            // that is at once ready costs every saga.
+            if self.inner.store.is_some() {
+                self.log_created::<S>(id, &input, &plan).await?;
+            }
+            let run = self.new_run(&*saga, id, &input, &plan, 1, None);
+            let ended = run.run_from(S::State::default(), Position::FRESH).await;
+            if let Err(e) = &ended
+                && self.inner.store.is_some()
+            {
+                self.let_go(id, e).await;
+            }
+            ended
         }
-        ended
     }
 
     /// Lets go of durable saga `id`, whose run here stopped short of an end
@@ -664,9 +713,9 @@ trait Resumable: Send + Sync {
     fn type_id_of_saga(&self) -> TypeId;
 }
 
-struct Registered<S: Saga>(Arc<S>);
+struct ByName<S: Saga>(Arc<S>);
 
-impl<S: Saga> Resumable for Registered<S> {
+impl<S: Saga> Resumable for ByName<S> {
     fn resume(
         &self,
         runtime: Runtime,
@@ -743,6 +792,91 @@ impl<S: Saga> Resumable for Registered<S> {
 
     fn type_id_of_saga(&self) -> TypeId {
         TypeId::of::<S>()
+    }
+}
+
+/// Saga `S` as registered with a runtime: starts and runs it with the
+/// services it was registered with, without looking them up on each call
+/// as [`Runtime::run`] and [`Runtime::start`] do. Returned by
+/// [`Runtime::register`] and [`Runtime::saga`]; cheap to clone.
+///
+/// Registering `S` again later does not change a handle made before:
+/// its sagas run with the earlier services (recovery after a crash uses
+/// the services registered then, by name).
+///
+/// ```
+/// use saga::prelude::*;
+/// use std::sync::Arc;
+///
+/// pub struct Greet;
+///
+/// #[saga(input = String)]
+/// impl Greet {
+///     #[step(readonly)]
+///     async fn hello(&self, input: &String) -> Result<String, std::fmt::Error> {
+///         Ok(format!("hello, {input}"))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga::Error> {
+/// let runtime = Runtime::builder().build().await?;
+/// let greet = runtime.register(Arc::new(Greet));
+/// for name in ["ada", "grace"] {
+///     let outcome = greet.run(name.to_string()).await?;
+///     assert!(outcome.is_completed());
+/// }
+/// let handle = greet.start("linus".to_string()).await?;
+/// assert!(handle.outcome().await?.is_completed());
+/// # Ok(()) }
+/// ```
+pub struct Registered<S: Saga> {
+    runtime: Runtime,
+    saga: Arc<S>,
+}
+
+impl<S: Saga> Clone for Registered<S> {
+    fn clone(&self) -> Self {
+        Registered {
+            runtime: self.runtime.clone(),
+            saga: Arc::clone(&self.saga),
+        }
+    }
+}
+
+impl<S: Saga> Registered<S> {
+    /// Runs a saga to its outcome on the calling task; see [`Runtime::run`].
+    pub async fn run(&self, input: S::Input) -> Result<Outcome<S::Outputs>, Error> {
+        self.run_with(input, SagaOptions::default()).await
+    }
+
+    /// Runs a saga with per-run options on the calling task.
+    pub async fn run_with(
+        &self,
+        input: S::Input,
+        options: SagaOptions,
+    ) -> Result<Outcome<S::Outputs>, Error> {
+        let saga = || Ok(&*self.saga);
+        self.runtime.run_saga(saga, input, options).await
+    }
+
+    /// Starts a saga on its own task; see [`Runtime::start`].
+    pub async fn start(&self, input: S::Input) -> Result<SagaHandle<S>, Error> {
+        self.start_with(input, SagaOptions::default()).await
+    }
+
+    /// Starts a saga with per-run options.
+    pub async fn start_with(
+        &self,
+        input: S::Input,
+        options: SagaOptions,
+    ) -> Result<SagaHandle<S>, Error> {
+        let saga = || Ok(Arc::clone(&self.saga));
+        self.runtime.start_saga(saga, input, options).await
+    }
+
+    /// The runtime it runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 }
 

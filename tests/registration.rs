@@ -1,0 +1,99 @@
+//! Registering a saga's services, and the handle `register` returns: runs
+//! through it use the services it was made with, durably when the runtime
+//! has a store, without a lookup per run.
+
+use std::sync::Arc;
+
+use saga::log::SagaState;
+use saga::prelude::*;
+use saga::store::{ListFilter, MemoryStore, Store};
+use saga::{Error, Faults, SagaId};
+
+/// A saga whose one step answers with its service's tag.
+pub struct Tagged {
+    tag: &'static str,
+}
+
+#[saga(input = u32)]
+impl Tagged {
+    #[step(compensate = untag)]
+    async fn tag(&self, input: &u32) -> Result<String, StepError> {
+        Ok(format!("{}{input}", self.tag))
+    }
+    async fn untag(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(pivot)]
+    async fn done(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+fn tag_of(outcome: Outcome<TaggedOutputs>) -> String {
+    match outcome {
+        Outcome::Completed(outputs) => outputs.tag,
+        other => panic!("expected completed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_handle_runs_and_starts_the_saga_it_registered() {
+    let runtime = Runtime::builder().build().await.unwrap();
+    let tagged = runtime.register(Arc::new(Tagged { tag: "a" }));
+    assert_eq!(tag_of(tagged.run(1).await.unwrap()), "a1");
+    let handle = tagged.start(2).await.unwrap();
+    assert_eq!(tag_of(handle.outcome().await.unwrap()), "a2");
+    let options = SagaOptions::new().faults(Faults::new().fail_step_permanently("done"));
+    let rolled_back = tagged.run_with(3, options).await.unwrap();
+    assert!(rolled_back.is_compensated(), "{rolled_back:?}");
+}
+
+#[tokio::test]
+async fn registering_again_replaces_the_services_for_later_lookups_not_for_earlier_handles() {
+    let runtime = Runtime::builder().build().await.unwrap();
+    let first = runtime.register(Arc::new(Tagged { tag: "a" }));
+    let second = runtime.register(Arc::new(Tagged { tag: "b" }));
+    assert_eq!(tag_of(first.run(1).await.unwrap()), "a1");
+    assert_eq!(tag_of(second.run(1).await.unwrap()), "b1");
+    assert_eq!(tag_of(runtime.run::<Tagged>(1).await.unwrap()), "b1");
+    let looked_up = runtime.saga::<Tagged>().unwrap();
+    assert_eq!(tag_of(looked_up.run(1).await.unwrap()), "b1");
+}
+
+#[tokio::test]
+async fn a_handle_on_a_saga_never_registered_is_refused() {
+    let runtime = Runtime::builder().build().await.unwrap();
+    match runtime.saga::<Tagged>() {
+        Err(Error::NotRegistered { saga: "Tagged" }) => {}
+        Err(other) => panic!("expected not registered, got {other}"),
+        Ok(_) => panic!("a handle on a saga never registered"),
+    }
+}
+
+#[tokio::test]
+async fn runs_through_a_handle_are_logged_like_any_other() {
+    let store = MemoryStore::new();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let tagged = runtime.register(Arc::new(Tagged { tag: "a" }));
+    let ran = SagaId::new();
+    let options = SagaOptions::new().id(ran);
+    assert_eq!(tag_of(tagged.run_with(1, options).await.unwrap()), "a1");
+    let handle = tagged.start(2).await.unwrap();
+    let started = handle.id();
+    assert_eq!(tag_of(handle.outcome().await.unwrap()), "a2");
+    for id in [ran, started] {
+        let log = store.load(id).await.unwrap().unwrap();
+        assert_eq!(log.summary.state, SagaState::Completed);
+        // created, two steps started and succeeded, completed
+        assert_eq!(log.records.len(), 6, "{:?}", log.records);
+    }
+    let done = store
+        .list(ListFilter::in_state(SagaState::Completed))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 2);
+}
