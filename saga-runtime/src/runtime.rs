@@ -267,7 +267,8 @@ impl Runtime {
         self.run_saga(|| self.lookup::<S>(), input, options).await
     }
 
-    /// `saga` gives the services, as in [`run_saga`](Self::run_saga).
+    /// Starts a new saga on a task of its own; `saga` gives the services,
+    /// as in [`run_saga`](Self::run_saga).
     async fn start_saga<S: Saga>(
         &self,
         saga: impl FnOnce() -> Result<Arc<S>, Error>,
@@ -288,15 +289,15 @@ impl Runtime {
         Ok(SagaHandle { id, cancel, task })
     }
 
-    /// Written as a function returning an `async move` block, as an `async
-    /// fn` would hold its arguments twice.
+    /// Runs a new saga on the calling task. `saga` gives the services
+    /// (looked up, or a handle's): called inside, so that a run is one
+    /// future whichever way it was asked for. Written as a function
+    /// returning an `async move` block, as an `async fn` would hold its
+    /// arguments twice.
     #[allow(
         clippy::manual_async_fn,
         reason = "an `async fn` would hold its arguments twice"
     )]
-    ///
-    /// `saga` gives the services (looked up, or a handle's): called inside,
-    /// so that a run is one future whichever way it was asked for.
     fn run_saga<'a, S: Saga, P: std::ops::Deref<Target = S> + 'a>(
         &'a self,
         saga: impl FnOnce() -> Result<P, Error> + 'a,
@@ -813,7 +814,7 @@ impl<S: Saga> Resumable for ByName<S> {
 /// #[saga(input = String)]
 /// impl Greet {
 ///     #[step(readonly)]
-///     async fn hello(&self, input: &String) -> Result<String, std::fmt::Error> {
+///     async fn hello(&self, input: &str) -> Result<String, std::fmt::Error> {
 ///         Ok(format!("hello, {input}"))
 ///     }
 /// }
