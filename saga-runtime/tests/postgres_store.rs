@@ -918,3 +918,109 @@ async fn a_run_stopped_by_a_store_error_lets_another_worker_finish_its_saga() {
     assert_eq!(log.summary.state, SagaState::Completed);
     drop(a);
 }
+
+/// A database of one test's own, for what a test does to a whole database
+/// (refusing connections, as a server restarting does).
+struct Database {
+    name: String,
+}
+
+impl Database {
+    async fn new() -> Database {
+        let name = format!("saga_test_{}", SagaId::random().as_uuid().simple());
+        admin(&format!("CREATE DATABASE \"{name}\"")).await;
+        Database { name }
+    }
+
+    /// `DATABASE_URL` with this database in place of its own.
+    fn url(&self) -> String {
+        let url = url();
+        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+        let (server, _) = base.rsplit_once('/').expect("a database URL");
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("{server}/{}{query}", self.name)
+    }
+
+    async fn store(&self, worker: &str, lease: Duration) -> PostgresStore {
+        PostgresStore::builder(self.url())
+            .worker(worker)
+            .lease(lease)
+            .connect()
+            .await
+            .expect("a store in the test's database")
+    }
+
+    /// Refuses every connection, and ends those open (or lets them in again).
+    async fn refuse_connections(&self, refuse: bool) {
+        let name = &self.name;
+        admin(&format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {}",
+            !refuse
+        ))
+        .await;
+        if refuse {
+            admin(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ))
+            .await;
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio");
+            tokio.block_on(admin(&format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )));
+        })
+        .join();
+    }
+}
+
+/// Runs one statement on the server at `DATABASE_URL`, outside any schema.
+async fn admin(sql: &str) {
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.expect("sql");
+    drop(client);
+    let _ = driver.await;
+}
+
+/// After an outage during which a write failed, the worker gets its
+/// connection back by itself and renews its leases again, though it has
+/// nothing more to write: another worker does not take its sagas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_again_after_an_outage_with_nothing_to_write() {
+    const LEASE: Duration = Duration::from_millis(600);
+    let db = Database::new().await;
+    let a = db.store("a", LEASE).await;
+    let id = SagaId::new();
+    a.append(vec![created(id)]).await.unwrap();
+    db.refuse_connections(true).await;
+    // The write fails: the writer cannot connect again.
+    assert!(a.append(vec![started(id, 1)]).await.is_err());
+    db.refuse_connections(false).await;
+    // Nothing more is written (the saga's step runs a long time) ...
+    tokio::time::sleep(LEASE * 3).await;
+    // ... and a still holds it.
+    let b = db.store("b", LEASE).await;
+    assert!(
+        b.unfinished().await.unwrap().is_empty(),
+        "a's lease lapsed after the outage though a is alive"
+    );
+    // It writes again, too.
+    a.append(vec![started(id, 1)]).await.unwrap();
+    drop((a, b));
+}

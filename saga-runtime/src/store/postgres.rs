@@ -797,7 +797,28 @@ async fn writer(
     owner: Arc<Ownership>,
     stats: Arc<Counters>,
 ) {
-    while let Some(first) = rx.recv().await {
+    // After a failed reconnect, tried again every third of a lease even
+    // with nothing to write: the leases of the sagas this worker runs are
+    // renewed only while it can write, and would otherwise lapse for good
+    // after an outage however soon the server is back.
+    let retry_every = Duration::from_millis((owner.lease_ms / 3).max(1) as u64);
+    loop {
+        let first = if owner.writing.load(Ordering::Relaxed) {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(retry_every, rx.recv()).await {
+                Ok(first) => first,
+                Err(_) => {
+                    if client.reconnect().await.is_ok() {
+                        owner.writing.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else {
+            break;
+        };
         let mut appends = vec![first];
         while appends.len() < MAX_BATCH {
             match rx.try_recv() {
