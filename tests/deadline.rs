@@ -145,6 +145,21 @@ async fn a_saga_within_its_deadline_completes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_deadline_too_far_to_reach_is_none() {
+    let far = SagaOptions::new().deadline(Duration::MAX);
+    let (_, outcome, _) = run(Plan::default(), far).await;
+    assert!(outcome.is_completed(), "{outcome:?}");
+    // Started on a task of its own, likewise (it panicked there before).
+    let saga = Arc::new(Trip::default());
+    let runtime = runtime_with(&saga).await;
+    *saga.start.lock().unwrap() = Some(Instant::now());
+    let far = SagaOptions::new().deadline(Duration::MAX);
+    let handle = runtime.start_with::<Trip>(Plan::default(), far).await;
+    let outcome = within_a_day(handle.unwrap().outcome()).await.unwrap();
+    assert!(outcome.is_completed(), "{outcome:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_step_starts_after_the_deadline() {
     let plan = Plan {
         a: 2_000,

@@ -282,8 +282,10 @@ impl Backoff {
         let base = if self.exponential {
             let doublings = attempt.saturating_sub(1).min(63);
             let factor = 1u64 << doublings;
-            let nanos = (self.initial.as_nanos() as u64).saturating_mul(factor);
-            Duration::from_nanos(nanos).min(self.max)
+            // In u128 nanoseconds, which hold any duration times 2^63.
+            let nanos = self.initial.as_nanos().saturating_mul(u128::from(factor));
+            let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+            Duration::new(secs, (nanos % 1_000_000_000) as u32).min(self.max)
         } else {
             self.initial
         };
@@ -365,5 +367,17 @@ mod tests {
     fn exponential_does_not_overflow() {
         let b = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60)).jitter(0.0);
         assert_eq!(b.delay(u32::MAX, 0), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_exponential_wait_beyond_u64_nanoseconds_is_not_cut_short() {
+        // 2^64 ns and more (~585 years) once wrapped to a wait of zero.
+        let initial = Duration::from_nanos(u64::MAX) + Duration::from_nanos(1);
+        let b = Backoff::exponential(initial, Duration::MAX).jitter(0.0);
+        assert_eq!(b.delay(1, 0), initial);
+        assert_eq!(b.delay(2, 0), initial * 2);
+        let huge = Duration::from_secs(20_000_000_000);
+        let b = Backoff::exponential(huge, Duration::MAX).jitter(0.0);
+        assert_eq!(b.delay(1, 0), huge);
     }
 }

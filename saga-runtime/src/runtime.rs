@@ -385,7 +385,8 @@ impl Runtime {
             plan,
             listener: self.inner.listener.as_deref(),
             cancel,
-            deadline: plan.deadline.map(|d| Instant::now() + d),
+            // A deadline too far to be an instant is none.
+            deadline: plan.deadline.and_then(|d| Instant::now().checked_add(d)),
             span: tracing::info_span!("saga", saga = S::definition().name(), id = %id),
             journal: self
                 .inner
