@@ -1,7 +1,8 @@
 //! `#[saga(concurrent)]`: consecutive steps that do not depend on each other
 //! run at the same time, on the saga's own task; the pivot runs alone; a
-//! failure in a group lets the other members finish, then everything that
-//! completed is compensated, a group's compensations at the same time too.
+//! failure in a group lets the other members finish the attempt they are
+//! making (but start no other), then everything that completed is
+//! compensated, a group's compensations at the same time too.
 //! Recovery resumes a group half done.
 
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use saga::prelude::*;
 use saga::testing::explore_crash_points;
-use saga::{Faults, SagaOptions};
+use saga::{Cause, Faults, Report, SagaOptions};
 use tokio::time::Instant;
 
 /// Books a trip: flight and hotel are independent, the payment needs both.
@@ -380,4 +381,98 @@ async fn a_recovered_group_finishes_before_the_saga_is_stuck() {
         );
     }
     assert!(stuck > 3, "only {stuck} crash points reached the rollback");
+}
+
+/// Two independent steps: `refuse` fails for good at once; `flaky` fails
+/// but may be retried, 10 s apart.
+#[derive(Default)]
+pub struct Pair {
+    attempts: Mutex<Vec<(String, Duration)>>,
+    start: Mutex<Option<Instant>>,
+}
+
+impl Pair {
+    fn note(&self, what: String) {
+        let since = self.start.lock().unwrap().expect("started").elapsed();
+        self.attempts.lock().unwrap().push((what, since));
+    }
+}
+
+#[saga(input = bool, concurrent)]
+impl Pair {
+    /// Fails for good when the input says so, first in step order.
+    #[step(compensate = undo_first)]
+    async fn first(&self, input: &bool, cx: &StepContext) -> Result<u32, StepError> {
+        self.note(format!("first#{}", cx.attempt()));
+        if *input {
+            return Err(saga::permanent(std::io::Error::other("first refuses")));
+        }
+        Err(saga::retryable(std::io::Error::other("first unavailable")))
+    }
+    async fn undo_first(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    /// Fails for good when the input says it does not, second.
+    #[step(compensate = undo_second)]
+    async fn second(&self, input: &bool, cx: &StepContext) -> Result<u32, StepError> {
+        self.note(format!("second#{}", cx.attempt()));
+        if !*input {
+            return Err(saga::permanent(std::io::Error::other("second refuses")));
+        }
+        Err(saga::retryable(std::io::Error::other("second unavailable")))
+    }
+    async fn undo_second(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    #[step(pivot)]
+    async fn join(&self, first: &u32, second: &u32) -> Result<u32, StepError> {
+        Ok(first + second)
+    }
+}
+
+/// Runs `Pair` with the step that fails for good chosen by `first_refuses`,
+/// the other retried by `policy` every 10 s.
+async fn refused_in_a_group(first_refuses: bool, policy: RetryPolicy) -> (Arc<Pair>, Report) {
+    let saga = Arc::new(Pair::default());
+    *saga.start.lock().unwrap() = Some(Instant::now());
+    let runtime = Runtime::builder().build().await.unwrap();
+    runtime.register(Arc::clone(&saga));
+    let flaky = if first_refuses { "second" } else { "first" };
+    let policy = policy.backoff(Backoff::fixed(Duration::from_secs(10)));
+    let options = SagaOptions::new().retry(flaky, policy);
+    let run = runtime.run_with::<Pair>(first_refuses, options);
+    let outcome = tokio::time::timeout(Duration::from_secs(24 * 3600), run)
+        .await
+        .expect("the saga ends within a day")
+        .unwrap();
+    let Outcome::Compensated(report) = outcome else {
+        panic!("expected compensated, got {outcome:?}");
+    };
+    (saga, report)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_failing_for_good_stops_the_others_retrying() {
+    for first_refuses in [true, false] {
+        let (saga, report) = refused_in_a_group(first_refuses, RetryPolicy::attempts(5)).await;
+        // The other made its one attempt, then no more: the saga rolled back
+        // at once, on the failure for good.
+        let attempts = saga.attempts.lock().unwrap().clone();
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert!(attempts.iter().all(|(_, at)| at.is_zero()), "{attempts:?}");
+        let refused = if first_refuses { "first" } else { "second" };
+        match &report.cause {
+            Cause::StepFailed(failure) => assert_eq!(failure.step, refused, "{report}"),
+            other => panic!("expected {refused}'s failure, got {other:?}"),
+        }
+        assert!(report.compensated.is_empty(), "{report}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_failing_for_good_ends_a_sibling_retried_forever() {
+    let (saga, _) = refused_in_a_group(true, RetryPolicy::forever()).await;
+    assert_eq!(saga.attempts.lock().unwrap().len(), 2);
 }

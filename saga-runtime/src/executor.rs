@@ -185,6 +185,9 @@ enum Stop {
     /// The log could not be written: the run halts where it is, and
     /// recovery resumes it from the log.
     Journal(Error),
+    /// A member of a concurrent group stopped retrying because another
+    /// stopped for good: the group's outcome is the other's.
+    Withdrawn,
 }
 
 impl From<Error> for Box<Stop> {
@@ -330,6 +333,7 @@ impl<S: Saga> Run<'_, S> {
                             past_pivot,
                             attempt_of(at, i, first, attempt),
                             unknown_of(at, i),
+                            None,
                         )
                         .await
                     {
@@ -351,6 +355,7 @@ impl<S: Saga> Run<'_, S> {
                         Stop::Journal(e) => Halt::Journal(e),
                         Stop::Failed(failure) => Halt::failed(failure, past_pivot),
                         Stop::Interrupted(cause) => Halt::RollBack(cause),
+                        Stop::Withdrawn => unreachable!("a group returns a member's own stop"),
                     }));
                 }
                 past_pivot |= steps[i..end].iter().any(|s| s.kind() == StepKind::Pivot);
@@ -380,9 +385,11 @@ impl<S: Saga> Run<'_, S> {
     }
 
     /// Runs the steps of one group at the same time, on this task, and
-    /// stores the outputs of those that succeed. Every member runs to its
-    /// end (success or failure for good) before the group is done, so that
-    /// nothing is left half-way; the first stop, in step order, is returned.
+    /// stores the outputs of those that succeed. Once one member stops for
+    /// good, the others make no new attempt where they could be stopped
+    /// (see [`forward`](Self::forward)), as the saga will roll back; an
+    /// attempt running finishes, so that nothing is left half-way. The
+    /// first stop, in step order, of those not withdrawn is returned.
     async fn forward_group(
         &self,
         steps: std::ops::Range<usize>,
@@ -391,13 +398,26 @@ impl<S: Saga> Run<'_, S> {
         attempt_of: impl Fn(usize) -> u32,
         unknown_of: impl Fn(usize) -> bool,
     ) -> Option<Box<Stop>> {
+        let stopped = CancelSignal::default();
         let results = {
-            let shared: &S::State = state;
+            let (shared, stopped): (&S::State, _) = (state, &stopped);
             let runs = steps
                 .filter(|&j| !S::__has_output(shared, j))
                 .map(|j| {
-                    let run = self.forward(j, shared, past_pivot, attempt_of(j), unknown_of(j));
-                    Box::pin(run)
+                    let (attempt, unknown) = (attempt_of(j), unknown_of(j));
+                    Box::pin(async move {
+                        let group = Some(stopped);
+                        let result = self
+                            .forward(j, shared, past_pivot, attempt, unknown, group)
+                            .await;
+                        if result
+                            .as_ref()
+                            .is_err_and(|s| !matches!(**s, Stop::Withdrawn))
+                        {
+                            stopped.cancel();
+                        }
+                        result
+                    })
                 })
                 .collect();
             JoinAll::new(runs).await
@@ -406,6 +426,7 @@ impl<S: Saga> Run<'_, S> {
         for result in results {
             match result {
                 Ok(output) => S::__store(state, output),
+                Err(stop) if matches!(*stop, Stop::Withdrawn) => {}
                 Err(stop) => {
                     first_stop.get_or_insert(stop);
                 }
@@ -415,7 +436,9 @@ impl<S: Saga> Run<'_, S> {
     }
 
     /// Runs step `i` with its retry policy, from attempt `attempt`;
-    /// `unknown` says an earlier attempt may have taken effect unseen.
+    /// `unknown` says an earlier attempt may have taken effect unseen. A
+    /// member of a concurrent group gets the group's signal that another
+    /// member stopped for good.
     #[allow(
         clippy::manual_async_fn,
         reason = "an `async fn` would hold its arguments twice"
@@ -427,6 +450,7 @@ impl<S: Saga> Run<'_, S> {
         past_pivot: bool,
         mut attempt: u32,
         mut unknown: bool,
+        group: Option<&CancelSignal>,
     ) -> impl Future<Output = Result<S::StepOutput, Box<Stop>>> {
         async move {
             let def = S::definition();
@@ -518,8 +542,8 @@ impl<S: Saga> Run<'_, S> {
                 // Boxed: retries are the cold path, and timers are large; the
                 // happy path's future stays small.
                 let interruptible = !(past_pivot || unresolved);
-                if let Some(cause) = Box::pin(self.wait(delay, interruptible)).await {
-                    return Err(Box::new(Stop::Interrupted(cause)));
+                if let Some(stop) = Box::pin(self.wait(delay, interruptible, group)).await {
+                    return Err(Box::new(stop));
                 }
                 attempt += 1;
             }
@@ -606,7 +630,9 @@ impl<S: Saga> Run<'_, S> {
                         gave_up.get_or_insert((i, failure));
                     }
                     Stop::Journal(e) => return Err(e),
-                    Stop::Interrupted(_) => unreachable!("compensations are never interrupted"),
+                    Stop::Interrupted(_) | Stop::Withdrawn => {
+                        unreachable!("compensations are never interrupted")
+                    }
                 }
             }
             if let Some((_, failure)) = gave_up {
@@ -731,14 +757,26 @@ impl<S: Saga> Run<'_, S> {
 
     /// Waits `delay` before a retry; if `interruptible`, cancellation or
     /// the deadline cut it short (returning why).
-    async fn wait(&self, delay: std::time::Duration, interruptible: bool) -> Option<Cause> {
+    async fn wait(
+        &self,
+        delay: std::time::Duration,
+        interruptible: bool,
+        group: Option<&CancelSignal>,
+    ) -> Option<Stop> {
         if !interruptible {
             tokio::time::sleep(delay).await;
             return None;
         }
+        let withdrawn = async {
+            match group {
+                Some(signal) => signal.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
-            cause = self.stopped() => Some(cause),
+            cause = self.stopped() => Some(Stop::Interrupted(cause)),
+            () = withdrawn => Some(Stop::Withdrawn),
             () = tokio::time::sleep(delay) => None,
         }
     }
