@@ -254,17 +254,23 @@ impl Runtime {
 
     /// Runs a saga to its outcome on the calling task (no task is spawned;
     /// it cannot be cancelled except by its deadline).
-    pub async fn run<S: Saga>(&self, input: S::Input) -> Result<Outcome<S::Outputs>, Error> {
-        self.run_with::<S>(input, SagaOptions::default()).await
+    ///
+    /// (Not an `async fn`, here and in [`run_with`](Self::run_with), only
+    /// so that the future holds its arguments once.)
+    pub fn run<S: Saga>(
+        &self,
+        input: S::Input,
+    ) -> impl Future<Output = Result<Outcome<S::Outputs>, Error>> + '_ {
+        self.run_with::<S>(input, SagaOptions::default())
     }
 
     /// Runs a saga with per-run options on the calling task.
-    pub async fn run_with<S: Saga>(
+    pub fn run_with<S: Saga>(
         &self,
         input: S::Input,
         options: SagaOptions,
-    ) -> Result<Outcome<S::Outputs>, Error> {
-        self.run_saga(|| self.lookup::<S>(), input, options).await
+    ) -> impl Future<Output = Result<Outcome<S::Outputs>, Error>> + '_ {
+        self.run_saga(|| self.lookup::<S>(), input, options)
     }
 
     /// Starts a new saga on a task of its own; `saga` gives the services,
@@ -315,13 +321,12 @@ impl Runtime {
                 self.log_created::<S>(id, &input, &plan).await?;
             }
             let run = self.new_run(&*saga, id, &input, &plan, 1, None);
-            let ended = run.run_from(S::State::default(), Position::FRESH).await;
-            if let Err(e) = &ended
-                && self.inner.store.is_some()
-            {
-                self.let_go(id, e).await;
-            }
-            ended
+            // Nothing of the result is held across the cold path's await.
+            let stopped_by = match run.run_from(S::State::default(), Position::FRESH).await {
+                Err(e) if self.inner.store.is_some() => e,
+                ended => return ended,
+            };
+            Err(Box::pin(self.let_go(id, stopped_by)).await)
         }
     }
 
@@ -331,15 +336,18 @@ impl Runtime {
     /// worker that lives on would hold the saga, unfinished, for good. A
     /// run fenced off has nothing to let go: the saga is another's, or
     /// this worker's again under a newer token.
-    async fn let_go(&self, id: SagaId, stopped_by: &Error) {
+    /// Returns `stopped_by`, and is awaited boxed: the cold path takes no
+    /// room in a saga's future.
+    async fn let_go(&self, id: SagaId, stopped_by: Error) -> Error {
         if let Error::Store(StoreError::LeaseLost { .. }) = stopped_by {
-            return;
+            return stopped_by;
         }
         if let Some(store) = &self.inner.store
             && let Err(e) = store.release(id).await
         {
             tracing::warn!(saga = %id, error = %e, "cannot release a saga whose run stopped");
         }
+        stopped_by
     }
 
     /// The id of a new saga. A log wants ids that grow with time (its
@@ -440,13 +448,11 @@ impl Runtime {
         tokio::spawn(async move {
             let _claim = claim;
             let run = runtime.new_run(&*saga, id, &input, &plan, 1, cancel.as_deref());
-            let ended = run.run_from(S::State::default(), Position::FRESH).await;
-            if let Err(e) = &ended
-                && runtime.inner.store.is_some()
-            {
-                runtime.let_go(id, e).await;
-            }
-            ended
+            let stopped_by = match run.run_from(S::State::default(), Position::FRESH).await {
+                Err(e) if runtime.inner.store.is_some() => e,
+                ended => return ended,
+            };
+            Err(Box::pin(runtime.let_go(id, stopped_by)).await)
         })
     }
 
@@ -752,10 +758,10 @@ impl<S: Saga> Resumable for ByName<S> {
                 plan.deadline = Some(Duration::from_millis(at.saturating_sub(now_ms())));
             }
             let run = runtime.new_run(&*saga, id, &input, &plan, next_seq, None);
-            let ended = run.run_from(state, position).await;
-            if let Err(e) = &ended {
-                runtime.let_go(id, e).await;
-            }
+            let ended = match run.run_from(state, position).await {
+                Err(e) => Err(runtime.let_go(id, e).await),
+                ended => ended,
+            };
             drop(claim);
             Ok(Ended::from(ended?))
         })
@@ -847,18 +853,21 @@ impl<S: Saga> Clone for Registered<S> {
 
 impl<S: Saga> Registered<S> {
     /// Runs a saga to its outcome on the calling task; see [`Runtime::run`].
-    pub async fn run(&self, input: S::Input) -> Result<Outcome<S::Outputs>, Error> {
-        self.run_with(input, SagaOptions::default()).await
+    pub fn run(
+        &self,
+        input: S::Input,
+    ) -> impl Future<Output = Result<Outcome<S::Outputs>, Error>> + '_ {
+        self.run_with(input, SagaOptions::default())
     }
 
     /// Runs a saga with per-run options on the calling task.
-    pub async fn run_with(
+    pub fn run_with(
         &self,
         input: S::Input,
         options: SagaOptions,
-    ) -> Result<Outcome<S::Outputs>, Error> {
+    ) -> impl Future<Output = Result<Outcome<S::Outputs>, Error>> + '_ {
         let saga = || Ok(&*self.saga);
-        self.runtime.run_saga(saga, input, options).await
+        self.runtime.run_saga(saga, input, options)
     }
 
     /// Starts a saga on its own task; see [`Runtime::start`].
