@@ -4,9 +4,10 @@
 //! several items live in `check`.
 
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::{
-    FnArg, GenericArgument, Ident, ImplItem, ImplItemFn, ItemImpl, Pat, PathArguments,
-    ReceiverKind, ReturnType, Safety, Type,
+    FnArg, GenericArgument, GenericParam, Ident, ImplItem, ImplItemFn, ItemImpl, Pat,
+    PathArguments, ReceiverKind, ReturnType, Safety, Type,
 };
 
 use crate::attr::{self, SagaArgs, StepArgs};
@@ -101,10 +102,29 @@ impl<'a> Saga<'a> {
             );
             return None;
         }
-        if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        let lifetimes_only = item
+            .generics
+            .params
+            .iter()
+            .all(|p| matches!(p, GenericParam::Lifetime(_)));
+        if let Some(borrowed) = borrowed_part(&item.self_ty).filter(|_| lifetimes_only) {
+            // `impl Ledger<'_>` or `impl<'a> Ledger<'a>`: one error at the
+            // lifetime, rather than rustc's about the `Saga` impl's bounds.
+            cx.error_spanned_by(
+                borrowed,
+                "the saga's type must be `'static`: the runtime keeps the saga and runs its steps on tasks of their own for as long as a run lasts, so it cannot borrow; hold shared services in an `Arc<..>` instead of a reference, and remove the lifetime",
+            );
+        } else if !item.generics.params.is_empty() {
             cx.error_spanned_by(
                 &item.generics,
                 "a `#[saga]` impl cannot be generic: the saga log must name one concrete type; wrap generic services in a concrete struct",
+            );
+        } else if let Some(where_clause) = &item.generics.where_clause {
+            // Spanned at the clause: `item.generics` prints no tokens for
+            // a bare `where`, and the error would fall on `#[saga]`.
+            cx.error_spanned_by(
+                where_clause,
+                "a `#[saga]` impl cannot have a `where` clause: the saga is one concrete type, so there is nothing to constrain; remove the `where` clause",
             );
         }
         if let Some(unsafety) = &item.unsafety {
@@ -149,14 +169,27 @@ impl<'a> Saga<'a> {
                 }
                 continue;
             };
+            // `#[cfg_attr(.., step(..))]` is reported, and then read as the
+            // step it would make, so that no error follows from its absence.
+            let conditional_step = func.attrs.iter().find_map(|a| {
+                let step = attr::step_in_cfg_attr(a)?;
+                cx.error_spanned_by(
+                    a,
+                    format!("`#[step]` inside `#[cfg_attr]` is not supported: {NO_CFG}; write `#[step(..)]` on its own"),
+                );
+                Some(step)
+            });
             let mut step_attrs = func.attrs.iter().filter(|a| attr::is_step(a));
-            let Some(step_attr) = step_attrs.next() else {
+            let Some(step_attr) = step_attrs.next().or(conditional_step.as_ref()) else {
                 methods.push(Method {
                     func,
                     name: &func.sig.ident,
                 });
                 continue;
             };
+            if conditional_step.is_none() {
+                report_cfg(func, "step", cx);
+            }
             let mut step_args = attr::step_args(step_attr, cx);
             for extra in step_attrs {
                 cx.error_spanned_by(
@@ -165,11 +198,31 @@ impl<'a> Saga<'a> {
                 );
                 step_args.malformed = true;
             }
+            // A second step of the same name is the other side of a
+            // `#[cfg]`, reported above: the first stands for both.
+            if steps
+                .iter()
+                .any(|s: &Step| same_name(s.name, &func.sig.ident))
+                && conditional(func)
+            {
+                continue;
+            }
             steps.push(Step {
                 name: &func.sig.ident,
                 args: step_args,
                 sig: signature(func, "step", cx),
             });
+        }
+        for method in &methods {
+            let compensates = steps.iter().any(|s| {
+                s.args
+                    .compensate
+                    .as_ref()
+                    .is_some_and(|c| same_name(c, method.name))
+            });
+            if compensates {
+                report_cfg(method.func, "compensation", cx);
+            }
         }
         if steps.is_empty() {
             cx.error_spanned_by(
@@ -191,7 +244,7 @@ impl<'a> Saga<'a> {
     /// does not clash with the saga's own type.
     pub fn has_known_shape(&self) -> bool {
         self.item.generics.params.is_empty()
-            && self.item.generics.where_clause.is_none()
+            && borrowed_part(&self.item.self_ty).is_none()
             && self
                 .args
                 .input
@@ -200,11 +253,11 @@ impl<'a> Saga<'a> {
             && self.outputs_ident() != self.self_ident
     }
 
-    /// The saga's stable name.
+    /// The saga's stable name: `async` for `impl r#async`.
     pub fn name(&self) -> String {
         match &self.args.name {
             Some(lit) => lit.value(),
-            None => self.self_ident.to_string(),
+            None => self.self_ident.unraw().to_string(),
         }
     }
 
@@ -212,18 +265,56 @@ impl<'a> Saga<'a> {
         match &self.args.outputs {
             Some(ident) => ident.clone(),
             None => Ident::new(
-                &format!("{}Outputs", self.self_ident),
+                &format!("{}Outputs", self.self_ident.unraw()),
                 self.self_ident.span(),
             ),
         }
     }
 
+    /// The step called `name` (`r#move` and `move` are one name).
     pub fn step_index(&self, name: &Ident) -> Option<usize> {
-        self.steps.iter().position(|s| s.name == name)
+        self.steps.iter().position(|s| same_name(s.name, name))
     }
 
     pub fn method(&self, name: &Ident) -> Option<&Method<'a>> {
-        self.methods.iter().find(|m| m.name == name)
+        self.methods.iter().find(|m| same_name(m.name, name))
+    }
+}
+
+/// Whether two identifiers name the same thing, as rustc sees it: `r#try`
+/// and `try` do.
+pub fn same_name(a: &Ident, b: &Ident) -> bool {
+    a.unraw() == b.unraw()
+}
+
+/// A name as recorded in the log and shown to users: without `r#`.
+pub fn name_string(ident: &Ident) -> String {
+    ident.unraw().to_string()
+}
+
+/// Why a step or a compensation cannot be conditional.
+const NO_CFG: &str = "the saga's definition must be the same in every build, as a run logged by one build may be recovered by another";
+
+/// Whether `func` has a `#[cfg]` (or a `#[cfg_attr]` that can change it).
+fn conditional(func: &ImplItemFn) -> bool {
+    func.attrs.iter().any(attr::is_conditional)
+}
+
+/// Reports each `#[cfg]` or `#[cfg_attr]` that would make a step or a
+/// compensation differ between builds; `what` is "step" or "compensation".
+fn report_cfg(func: &ImplItemFn, what: &str, cx: &mut Ctxt) {
+    for a in func.attrs.iter().filter(|a| attr::is_conditional(a)) {
+        let which = if a.path().is_ident("cfg") {
+            "#[cfg]"
+        } else {
+            "#[cfg_attr]"
+        };
+        cx.error_spanned_by(
+            a,
+            format!(
+                "`{which}` on a {what} is not supported: {NO_CFG}; branch inside the body with `if cfg!(..)` instead, or put the `#[cfg]` on the whole impl"
+            ),
+        );
     }
 }
 
@@ -247,11 +338,44 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signatu
             ),
         );
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+    let lifetimes_only = sig
+        .generics
+        .params
+        .iter()
+        .all(|p| matches!(p, GenericParam::Lifetime(_)));
+    if !sig.generics.params.is_empty() && lifetimes_only {
+        let declared: Vec<String> = sig
+            .generics
+            .lifetimes()
+            .map(|l| l.lifetime.to_string())
+            .collect();
+        let mut fix = format!("remove `<{}>`", declared.join(", "));
+        if let Some((last, rest)) = elided_references(sig).split_last() {
+            let refs = if rest.is_empty() {
+                last.clone()
+            } else {
+                format!("{} and {last}", rest.join(", "))
+            };
+            fix.push_str(&format!(" and write {refs}"));
+        }
+        cx.error_spanned_by(
+            &sig.generics.params,
+            format!(
+                "{what} `{name}` needs no lifetime parameters: the saga lends each reference for the whole call, which is what elided lifetimes say; {fix}"
+            ),
+        );
+    } else if !sig.generics.params.is_empty() {
         cx.error_spanned_by(
             &sig.generics,
             format!(
                 "{what} `{name}` cannot be generic: the saga runs it with concrete types; remove the generic parameters"
+            ),
+        );
+    } else if let Some(where_clause) = &sig.generics.where_clause {
+        cx.error_spanned_by(
+            where_clause,
+            format!(
+                "{what} `{name}` cannot have a `where` clause: the saga calls it on one concrete type with concrete parameters, so there is nothing to constrain; remove the `where` clause"
             ),
         );
     }
@@ -338,6 +462,32 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signatu
         }
     };
     Signature { func, params, ret }
+}
+
+/// The references of `sig` that name a lifetime, as they are written with
+/// it elided: `&self`, `&u32`.
+fn elided_references(sig: &syn::Signature) -> Vec<String> {
+    sig.inputs
+        .iter()
+        .filter_map(|arg| match arg {
+            FnArg::Receiver(r) => match &r.kind {
+                ReceiverKind::Reference(_, Some(_), mutability) => Some(if mutability.is_some() {
+                    "`&mut self`".to_string()
+                } else {
+                    "`&self`".to_string()
+                }),
+                _ => None,
+            },
+            FnArg::Typed(t) => match &*t.ty {
+                Type::Reference(r) if r.lifetime.is_some() => {
+                    let mut r = r.clone();
+                    r.lifetime = None;
+                    Some(format!("`{}`", type_string(&Type::Reference(r))))
+                }
+                _ => None,
+            },
+        })
+        .collect()
 }
 
 /// What `ty` is, when it is certainly not a `Result`: not a path, or a path

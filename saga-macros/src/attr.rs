@@ -6,7 +6,8 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
-use syn::{Attribute, Ident, LitBool, LitFloat, LitInt, LitStr, Token, Type};
+use syn::punctuated::Punctuated;
+use syn::{Attribute, Ident, LitBool, LitFloat, LitInt, LitStr, Meta, Token, Type};
 
 use crate::ctxt::Ctxt;
 use crate::{duration, suggest};
@@ -25,6 +26,17 @@ const STEP_NAMES: [&str; 6] = [
 ];
 const RETRY_OPTIONS: &str = "`attempts = N` (or `forever`), `backoff = none | fixed(\"...\") | exponential(\"initial\", \"max\")`, `jitter = 0.0..=1.0`, `timeout = \"...\"`";
 const RETRY_NAMES: [&str; 4] = ["attempts", "backoff", "jitter", "timeout"];
+/// The options of `retry(...)` that `#[step]` does not take itself
+/// (`timeout` it does: per attempt, beside `retry(..)` or inside it).
+const RETRY_ONLY: [&str; 3] = ["attempts", "backoff", "jitter"];
+/// Options written under the name they have elsewhere: what was written,
+/// what it is called here, and why.
+type Aliases<'a> = &'a [(&'a str, &'a str, &'a str)];
+const SAGA_ALIASES: Aliases = &[(
+    "timeout",
+    "deadline",
+    "a saga's time limit is its `deadline`, counted from its start; `timeout` limits each attempt of one step",
+)];
 
 /// The options of `#[saga(...)]`.
 #[derive(Default)]
@@ -119,7 +131,14 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
         } else if meta.path.is_ident("concurrent") {
             flag(cx, &meta, &mut args.concurrent);
         } else {
-            unknown(cx, &meta, "#[saga]", SAGA_OPTIONS, &SAGA_NAMES);
+            unknown(
+                cx,
+                &meta,
+                "#[saga]",
+                SAGA_OPTIONS,
+                &SAGA_NAMES,
+                SAGA_ALIASES,
+            );
         }
         Ok(())
     });
@@ -145,6 +164,9 @@ pub fn step_args(attr: &Attribute, cx: &mut Ctxt) -> StepArgs {
         }
         syn::Meta::List(_) => {}
     }
+    // `attempts = 3` written beside `retry(..)` instead of inside it: the
+    // path and the option as written.
+    let mut misplaced: Vec<(syn::Path, String)> = Vec::new();
     let result = attr.parse_nested_meta(|meta| {
         if meta.path.is_ident("compensate") {
             if let Some(ident) = compensate_value(cx, &meta) {
@@ -166,13 +188,29 @@ pub fn step_args(attr: &Attribute, cx: &mut Ctxt) -> StepArgs {
             flag(cx, &meta, &mut args.pivot);
         } else if meta.path.is_ident("readonly") {
             flag(cx, &meta, &mut args.readonly);
+        } else if RETRY_ONLY.iter().any(|k| meta.path.is_ident(k)) {
+            let option = format!("{}{}", path_name(&meta), rest_text(meta.input));
+            misplaced.push((meta.path.clone(), option));
         } else {
-            unknown(cx, &meta, "#[step]", STEP_OPTIONS, &STEP_NAMES);
+            unknown(cx, &meta, "#[step]", STEP_OPTIONS, &STEP_NAMES, &[]);
         }
         Ok(())
     });
     if let Err(e) = result {
         cx.syn_error(e);
+    }
+    let fix = if args.retry.is_some() {
+        "move it into this step's `retry(..)`".to_string()
+    } else {
+        let options: Vec<&str> = misplaced.iter().map(|(_, o)| o.as_str()).collect();
+        format!("write `retry({})`", options.join(", "))
+    };
+    for (path, _) in &misplaced {
+        let name = path.get_ident().map(Ident::to_string).unwrap_or_default();
+        cx.error_spanned_by(
+            path,
+            format!("`{name}` is an option of `retry(..)`, not of `#[step]` itself: {fix}"),
+        );
     }
     args.malformed = cx.error_count() > before;
     args
@@ -260,7 +298,7 @@ fn retry_spec(cx: &mut Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Retry
                 set_once(cx, &inner, &mut spec.timeout, d);
             }
         } else {
-            unknown(cx, &inner, &name, RETRY_OPTIONS, &RETRY_NAMES);
+            unknown(cx, &inner, &name, RETRY_OPTIONS, &RETRY_NAMES, &[]);
         }
         Ok(())
     });
@@ -339,7 +377,20 @@ fn backoff_spec(cx: &mut Ctxt, meta: &ParseNestedMeta) -> Option<BackoffSpec> {
     }
     match (kind.to_string().as_str(), durations.as_slice()) {
         ("none", []) => Some(BackoffSpec::None),
+        // `fixed("0ms")` is allowed: it says what it does, retry at once,
+        // like `none`. A zero start of an exponential backoff is not: it
+        // doubles to zero forever, so every wait would be silently skipped.
         ("fixed", [d]) => Some(BackoffSpec::Fixed(*d)),
+        ("exponential", [0, _]) => {
+            cx.error_spanned_by(
+                &lits[0],
+                format!(
+                    "an exponential backoff needs a positive initial delay: {} doubles to zero, so it would never wait; write e.g. \"10ms\" (or `backoff = none` to retry at once)",
+                    lits[0].token()
+                ),
+            );
+            None
+        }
         ("exponential", [initial, max]) => {
             if initial > max {
                 cx.error_spanned_by(
@@ -458,16 +509,43 @@ fn value<T>(
 
 /// Skips the rest of one option: every token up to the next `,`.
 fn skip(input: ParseStream) {
-    let _ = input.step(|cursor| {
-        let mut rest = *cursor;
-        while let Some((tt, next)) = rest.token_tree() {
-            if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
-                break;
+    rest(input);
+}
+
+/// Takes the rest of one option: every token up to the next `,`.
+fn rest(input: ParseStream) -> TokenStream {
+    input
+        .step(|cursor| {
+            let mut tokens = TokenStream::new();
+            let mut rest = *cursor;
+            while let Some((tt, next)) = rest.token_tree() {
+                if matches!(&tt, TokenTree::Punct(p) if p.as_char() == ',') {
+                    break;
+                }
+                tokens.extend([tt]);
+                rest = next;
             }
-            rest = next;
-        }
-        Ok(((), rest))
-    });
+            Ok((tokens, rest))
+        })
+        .unwrap_or_default()
+}
+
+/// The rest of one option as the user would write it after its name, for
+/// messages: ` = fixed("1s")`, or nothing.
+fn rest_text(input: ParseStream) -> String {
+    let tokens = rest(input);
+    if tokens.is_empty() {
+        return String::new();
+    }
+    let mut text = tokens.to_string();
+    for (from, to) in [(" (", "("), ("( ", "("), (" )", ")"), (" ,", ",")] {
+        text = text.replace(from, to);
+    }
+    if text.starts_with('(') {
+        text
+    } else {
+        format!(" {text}")
+    }
 }
 
 /// A flag such as `pivot`. `pivot = true` is reported but still read as a
@@ -510,16 +588,24 @@ fn set_once<T>(cx: &mut Ctxt, meta: &ParseNestedMeta, slot: &mut Option<T>, valu
 }
 
 /// Records an unknown option and skips its value, so parsing can go on.
-fn unknown(cx: &mut Ctxt, meta: &ParseNestedMeta, what: &str, valid: &str, names: &[&str]) {
+fn unknown(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta,
+    what: &str,
+    valid: &str,
+    names: &[&str],
+    aliases: Aliases,
+) {
     let name = path_name(meta);
+    let value = rest_text(meta.input);
+    let hint = match aliases.iter().find(|(from, _, _)| *from == name) {
+        Some((_, to, why)) => format!(" (did you mean `{to}{value}`? {why})"),
+        None => suggest::hint(&name, names.iter().copied()),
+    };
     cx.error_spanned_by(
         &meta.path,
-        format!(
-            "unknown option `{name}` in `{what}`{}; valid options: {valid}",
-            suggest::hint(&name, names.iter().copied())
-        ),
+        format!("unknown option `{name}` in `{what}`{hint}; valid options: {valid}"),
     );
-    skip(meta.input);
 }
 
 fn path_name(meta: &ParseNestedMeta) -> String {
@@ -533,8 +619,45 @@ fn path_name(meta: &ParseNestedMeta) -> String {
 
 /// Whether `attr` is `#[step]` (or `#[saga::step]`).
 pub fn is_step(attr: &Attribute) -> bool {
-    attr.path()
-        .segments
-        .last()
-        .is_some_and(|s| s.ident == "step")
+    is_step_path(attr.path())
+}
+
+fn is_step_path(path: &syn::Path) -> bool {
+    path.segments.last().is_some_and(|s| s.ident == "step")
+}
+
+/// The attributes a `#[cfg_attr(predicate, a, b)]` adds (`a` and `b`), or
+/// none if `attr` is something else.
+fn cfg_attr_contents(attr: &Attribute) -> Vec<Meta> {
+    if !attr.path().is_ident("cfg_attr") {
+        return Vec::new();
+    }
+    attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+        .map(|metas| metas.into_iter().skip(1).collect())
+        .unwrap_or_default()
+}
+
+/// The `step(..)` a `#[cfg_attr(predicate, step(..))]` adds, as an
+/// attribute of its own.
+pub fn step_in_cfg_attr(attr: &Attribute) -> Option<Attribute> {
+    let meta = cfg_attr_contents(attr)
+        .into_iter()
+        .find(|m| is_step_path(m.path()))?;
+    Some(Attribute {
+        pound_token: attr.pound_token,
+        style: attr.style,
+        bracket_token: attr.bracket_token,
+        meta,
+    })
+}
+
+/// Whether `attr` can make a method differ between builds in a way the
+/// macro cannot see: `#[cfg(..)]`, or a `#[cfg_attr]` that adds `#[step]`,
+/// `#[cfg]` or another `#[cfg_attr]`. Other `cfg_attr`s (a conditional
+/// `tracing::instrument`) change nothing the saga depends on.
+pub fn is_conditional(attr: &Attribute) -> bool {
+    attr.path().is_ident("cfg")
+        || cfg_attr_contents(attr).iter().any(|m| {
+            is_step_path(m.path()) || m.path().is_ident("cfg") || m.path().is_ident("cfg_attr")
+        })
 }

@@ -159,7 +159,8 @@ fn kind_of(saga: &Saga, i: usize, pivot: Option<usize>, cx: &mut Ctxt) -> Kind {
                 cx.error_spanned_by(
                     name,
                     format!(
-                        "step `{name}` {why} and has no compensation: add `#[step(compensate = undo_{name})]`, mark it `readonly` if it changes nothing, or make the step that commits the `pivot`"
+                        "step `{name}` {why} and has no compensation: add `#[step(compensate = undo_{})]`, mark it `readonly` if it changes nothing, or make the step that commits the `pivot`",
+                        ast::name_string(name)
                     ),
                 );
             }
@@ -323,7 +324,9 @@ fn resolve_compensation<'a>(
             target,
             format!(
                 "`{target}` is a step, so it cannot compensate `{}`: a compensation is a plain async method of this impl without `#[step]`, such as `async fn undo_{}(&self, {}: {output}) -> Result<(), MyError>`",
-                step.name, step.name, step.name
+                step.name,
+                ast::name_string(step.name),
+                step.name
             ),
         );
         return None;
@@ -350,12 +353,13 @@ fn resolve_compensation<'a>(
         );
         return None;
     };
-    if let Some((_, first)) = paired.iter().find(|(t, _)| *t == target) {
+    if let Some((_, first)) = paired.iter().find(|(t, _)| ast::same_name(t, target)) {
         cx.error_spanned_by(
             target,
             format!(
                 "`{target}` already compensates step `{first}`: each step needs a compensation of its own, such as `async fn undo_{}(&self, {}: {output}) -> Result<(), MyError>`",
-                step.name, step.name
+                ast::name_string(step.name),
+                step.name
             ),
         );
         return None;
@@ -378,7 +382,7 @@ pub fn compensation_args<'a>(
     let ancestors = ancestors(checked, i);
     let mut args = Vec::new();
     for param in &sig.params {
-        let source = if param.name == step.name {
+        let source = if ast::same_name(param.name, step.name) {
             Source::Step {
                 index: i,
                 by_value: !matches!(param.ty, Type::Reference(_)),

@@ -22,7 +22,9 @@ pub fn emit(item: &ItemImpl, saga: Option<&Saga>, cx: Ctxt) -> TokenStream {
     }
 }
 
-/// The impl as written, minus the `#[step]` attributes `#[saga]` consumed.
+/// The impl as written, minus the `#[step]` attributes `#[saga]` consumed
+/// (and any `#[cfg_attr(.., step)]`, reported already, which would expand
+/// to a `#[step]` outside the saga).
 pub fn strip(item: &ItemImpl) -> ItemImpl {
     let mut item = item.clone();
     for impl_item in &mut item.items {
@@ -33,7 +35,7 @@ pub fn strip(item: &ItemImpl) -> ItemImpl {
             ImplItem::Macro(m) => &mut m.attrs,
             _ => continue,
         };
-        attrs.retain(|a| !attr::is_step(a));
+        attrs.retain(|a| !attr::is_step(a) && attr::step_in_cfg_attr(a).is_none());
     }
     item
 }

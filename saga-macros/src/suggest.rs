@@ -3,6 +3,10 @@
 /// The candidate closest to `typo`, if one is close enough to be what the
 /// user meant.
 pub fn closest<'a>(typo: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    if let Some(swapped) = candidates.iter().find(|c| same_words(typo, c)) {
+        return Some(swapped);
+    }
     candidates
         .into_iter()
         .filter(|c| *c != typo)
@@ -25,6 +29,18 @@ pub fn hint<'a>(typo: &str, candidates: impl IntoIterator<Item = &'a str>) -> St
 fn shares_stem(a: &str, b: &str) -> bool {
     let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
     common >= 4 && common + 3 >= a.chars().count().min(b.chars().count())
+}
+
+/// Whether both are the same words joined by `_` in another order
+/// (`retry_compensate` and `compensate_retry`).
+fn same_words(a: &str, b: &str) -> bool {
+    a != b && a.contains('_') && words(a) == words(b)
+}
+
+fn words(s: &str) -> Vec<&str> {
+    let mut words: Vec<&str> = s.split('_').filter(|w| !w.is_empty()).collect();
+    words.sort_unstable();
+    words
 }
 
 /// Levenshtein distance.
@@ -64,6 +80,11 @@ mod tests {
         assert_eq!(closest("retries", step), Some("retry"));
         assert_eq!(closest("timout", step), Some("timeout"));
         assert_eq!(closest("privot", step), Some("pivot"));
+        assert_eq!(closest("retry_compensate", step), Some("compensate_retry"));
+        assert_eq!(
+            closest("compensate_retries", step),
+            Some("compensate_retry")
+        );
         assert_eq!(closest("version", step), None);
         assert_eq!(closest("delay", ["attempts", "backoff", "jitter"]), None);
         assert_eq!(closest("holds", ["input", "cx", "hold"]), Some("hold"));
