@@ -43,6 +43,26 @@ impl StepError {
         }
     }
 
+    /// Wraps an error already boxed (`Box<dyn Error + Send + Sync>`, as
+    /// many crates return), with an explicit classification.
+    ///
+    /// ```
+    /// # use saga_runtime::StepError;
+    /// let boxed: Box<dyn std::error::Error + Send + Sync> = "disk full".into();
+    /// let e = StepError::from_boxed(boxed, false);
+    /// assert_eq!(e.to_string(), "disk full");
+    /// assert!(!e.is_retryable());
+    /// ```
+    pub fn from_boxed(
+        error: Box<dyn StdError + Send + Sync + 'static>,
+        retryable: bool,
+    ) -> StepError {
+        StepError {
+            inner: error,
+            retryable,
+        }
+    }
+
     /// A retryable error carrying only a message.
     ///
     /// ```
