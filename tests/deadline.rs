@@ -349,7 +349,7 @@ async fn the_deadline_waits_for_a_timed_out_step_to_answer() {
     // The first attempt of `slow` timed out at 50 ms; the deadline at 120 ms
     // falls in the 100 ms wait before the second. The timed-out attempt may
     // have acted, so the step is retried until it answers (its fourth
-    // attempt), then undone with the rest.
+    // attempt, within its policy), then undone with the rest.
     let report = match &outcome {
         Outcome::Compensated(report) => report,
         other => panic!("expected a saga compensated for its deadline, got {other:?}"),

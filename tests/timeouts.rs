@@ -1,9 +1,10 @@
 //! A per-attempt timeout: an attempt still running when it expires is
 //! dropped and counts as a retryable failure, so the step is retried by its
 //! policy. Its outcome is unknown (it may have acted), so a step that
-//! changes things is retried until it answers, even past its attempts; a
-//! readonly step that exhausts them rolls the saga back, and a compensation
-//! that exhausts them leaves it stuck. All on tokio's paused clock.
+//! changes things and exhausts its attempts without an answer leaves the
+//! saga stuck rather than rolling back without its output; a readonly step
+//! that exhausts them rolls the saga back, and a compensation that exhausts
+//! them leaves it stuck. All on tokio's paused clock.
 
 mod support;
 
@@ -161,20 +162,25 @@ async fn an_attempt_within_its_timeout_is_not_cut_off() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_step_that_times_out_on_every_attempt_is_retried_until_it_answers() {
+async fn a_step_that_times_out_on_every_attempt_leaves_the_saga_stuck() {
     let sleeps = Sleeps {
         fetch: vec![1_000; 5],
         ..Sleeps::default()
     };
     let (saga, outcome) = run(sleeps, SagaOptions::new()).await;
-    // Three attempts allowed, but each timed-out one may have acted: rolling
-    // back without `fetch`'s output could orphan that. The sixth answers.
-    let outputs = outcome
-        .completed()
-        .expect("completed once `fetch` answered");
-    assert_eq!(outputs.fetch, 6);
-    assert_eq!(saga.attempts("fetch started"), [1, 2, 3, 4, 5, 6]);
-    assert_eq!(saga.attempts("fetch finished"), [6]);
+    // Three attempts allowed, and each timed-out one may have acted: rolling
+    // back without `fetch`'s output could orphan that, so a person decides.
+    let Outcome::Stuck(report) = outcome else {
+        panic!("expected stuck, got {outcome:?}");
+    };
+    let stuck = report.stuck.as_ref().expect("what gave up");
+    assert_eq!(
+        (stuck.step, stuck.phase, stuck.attempts),
+        ("fetch", Phase::Forward, 3)
+    );
+    assert!(report.compensated.is_empty(), "{report}");
+    assert_eq!(saga.attempts("fetch started"), [1, 2, 3]);
+    assert!(saga.attempts("undo_prepare started").is_empty());
 }
 
 /// A readonly step changes nothing, so a timed-out attempt of it orphans

@@ -1,6 +1,8 @@
-//! An attempt cut off by its timeout may have taken effect. Such a step is
-//! retried under the same key until it answers, even past its attempts, so
-//! that rolling back never orphans an effect nobody can compensate.
+//! An attempt cut off by its timeout (or by a crash) may have taken effect.
+//! Such a step is retried under the same key; if its attempts run out with
+//! no answer, the saga is stuck, for a person to find out whether the effect
+//! happened: rolling back without the step's output would orphan an effect
+//! nobody could compensate.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,8 +62,8 @@ async fn run(slow_attempts: u32, faults: Faults) -> (Arc<SlowReply>, Outcome<Slo
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_step_whose_replies_time_out_is_retried_past_its_attempts_until_it_answers() {
-    let (saga, outcome) = run(5, Faults::new()).await;
+async fn a_step_whose_reply_was_lost_is_retried_under_the_same_key_and_answers() {
+    let (saga, outcome) = run(1, Faults::new()).await;
     let outputs = outcome.completed().expect("completed once `hold` answered");
     assert_eq!(
         *saga.applied.lock().unwrap(),
@@ -71,8 +73,22 @@ async fn a_step_whose_replies_time_out_is_retried_past_its_attempts_until_it_ans
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_step_whose_replies_time_out_past_its_attempts_leaves_the_saga_stuck() {
+    let (saga, outcome) = run(5, Faults::new()).await;
+    let Outcome::Stuck(report) = outcome else {
+        panic!("expected stuck, got {outcome:?}");
+    };
+    let stuck = report.stuck.as_ref().expect("what gave up");
+    assert_eq!((stuck.step, stuck.attempts), ("hold", 2));
+    // Not rolled back: `release` needs the output `hold` never gave.
+    assert!(report.compensated.is_empty(), "{report}");
+    assert!(saga.released.lock().unwrap().is_empty());
+    assert_eq!(saga.applied.lock().unwrap().len(), 1, "one key, one effect");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_effect_whose_reply_was_lost_is_compensated_when_the_saga_rolls_back() {
-    let (saga, outcome) = run(4, Faults::new().fail_step_permanently("capture")).await;
+    let (saga, outcome) = run(1, Faults::new().fail_step_permanently("capture")).await;
     let report = match outcome {
         Outcome::Compensated(report) => report,
         other => panic!("expected a rollback, got {other:?}"),
@@ -141,7 +157,7 @@ impl FlakyAfterEffect {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_retryable_error_after_a_lost_reply_does_not_end_the_retries() {
+async fn a_retryable_error_after_a_lost_reply_does_not_roll_the_saga_back() {
     let saga = Arc::new(FlakyAfterEffect {
         unavailable_calls: 4,
         calls: Mutex::new(0),
@@ -151,23 +167,27 @@ async fn a_retryable_error_after_a_lost_reply_does_not_end_the_retries() {
     let runtime = Runtime::builder().build().await.unwrap();
     runtime.register(Arc::clone(&saga));
     let outcome = runtime.run::<FlakyAfterEffect>(()).await.unwrap();
-    let outputs = outcome
-        .completed()
-        .expect("completed once the service answered");
+    // "Unavailable" says nothing of the first call, whose effect happened:
+    // when the attempts run out, the saga is stuck, not rolled back.
+    let Outcome::Stuck(report) = outcome else {
+        panic!("expected stuck, got {outcome:?}");
+    };
+    assert_eq!(report.stuck.as_ref().map(|f| f.step), Some("hold"));
     assert_eq!(
         *saga.calls.lock().unwrap(),
-        6,
-        "1 lost reply, 4 unavailable, 1 answer"
+        2,
+        "1 lost reply, 1 unavailable"
     );
-    assert_eq!(*saga.applied.lock().unwrap(), [outputs.hold]);
+    assert_eq!(saga.applied.lock().unwrap().len(), 1);
     assert!(saga.released.lock().unwrap().is_empty());
 }
 
 /// Recovery: an attempt running when the process stopped may have taken
-/// effect, so after the crash the step is retried until it answers, past
-/// its single attempt, even while the service is unavailable.
+/// effect, so after the crash the step is retried under its key; with the
+/// service unavailable past its single attempt the saga is stuck, not rolled
+/// back, and an operator's resume, once the service is back, finishes it.
 #[tokio::test(start_paused = true)]
-async fn an_attempt_cut_off_by_a_crash_is_retried_until_it_answers() {
+async fn an_attempt_cut_off_by_a_crash_leaves_the_saga_stuck_until_it_answers() {
     use saga::store::MemoryStore;
     use saga::testing::{CrashPoint, CrashingStore};
 
@@ -201,9 +221,9 @@ async fn an_attempt_cut_off_by_a_crash_is_retried_until_it_answers() {
     }
     assert_eq!(before.applied.lock().unwrap().len(), 1);
 
-    // After the restart the service is unavailable three times, then
-    // answers (its journal knows the key).
-    let after = fresh(3);
+    // After the restart the service is unavailable once, then answers (its
+    // journal knows the key).
+    let after = fresh(1);
     *after.calls.lock().unwrap() = 1;
     let second = Runtime::builder()
         .store(durable.clone())
@@ -212,18 +232,32 @@ async fn an_attempt_cut_off_by_a_crash_is_retried_until_it_answers() {
         .unwrap();
     second.register(Arc::clone(&after));
     let report = second.recover().await.unwrap();
-    assert_eq!((report.completed, report.compensated), (1, 0), "{report:?}");
-    assert_eq!(*after.calls.lock().unwrap(), 1 + 3 + 1);
+    assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
     assert!(after.released.lock().unwrap().is_empty());
+    let id = handle_id(&durable).await;
+    match second.resume(id).await.unwrap() {
+        saga::Ended::Completed => {}
+        other => panic!("expected completed, got {other:?}"),
+    }
+    assert_eq!(*after.calls.lock().unwrap(), 1 + 1 + 1);
+    assert!(after.released.lock().unwrap().is_empty());
+}
+
+/// The one saga in `store`.
+async fn handle_id(store: &saga::store::MemoryStore) -> saga::SagaId {
+    use saga::store::{ListFilter, Store};
+    let all = store.list(ListFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+    all[0].id
 }
 
 /// Recovery, when the crash also caught the attempt's start record before it
 /// was durable (runs do not wait for starts): the log shows the step never
 /// started, yet its effect may have happened. The step that was running is
-/// still retried until it answers, not given up after its attempts, which
-/// would roll back and leave that effect in place with nothing to undo it.
+/// still treated as unanswered: when its attempts run out the saga is stuck,
+/// not rolled back, which would leave that effect with nothing to undo it.
 #[tokio::test(start_paused = true)]
-async fn an_attempt_whose_start_record_was_lost_is_retried_until_it_answers() {
+async fn an_attempt_whose_start_record_was_lost_is_not_rolled_back() {
     use saga::store::{MemoryStore, Store};
     use saga::testing::{CrashPoint, CrashingStore};
 
@@ -255,7 +289,7 @@ async fn an_attempt_whose_start_record_was_lost_is_retried_until_it_answers() {
     assert_eq!(log[0].records.len(), 1, "only `created` is durable");
 
     // After the restart the service is unavailable three times (more than
-    // the step's two attempts), then answers.
+    // the step's two attempts).
     let after = fresh(3);
     *after.calls.lock().unwrap() = 1;
     let second = Runtime::builder()
@@ -265,7 +299,78 @@ async fn an_attempt_whose_start_record_was_lost_is_retried_until_it_answers() {
         .unwrap();
     second.register(Arc::clone(&after));
     let report = second.recover().await.unwrap();
-    assert_eq!((report.completed, report.compensated), (1, 0), "{report:?}");
-    assert_eq!(*after.calls.lock().unwrap(), 1 + 3 + 1);
+    assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
+    assert_eq!(*after.calls.lock().unwrap(), 1 + 2);
     assert!(after.released.lock().unwrap().is_empty());
+}
+
+/// Cancelling (or the deadline passing) while a step's outcome is unknown
+/// does not roll back without its output; the step goes on within its
+/// attempts, and the saga ends stuck when they run out: it never hangs.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_saga_whose_step_never_answers_ends_stuck() {
+    let saga = Arc::new(SlowReply {
+        slow_attempts: u32::MAX,
+        applied: Mutex::new(Vec::new()),
+        released: Mutex::new(Vec::new()),
+    });
+    let runtime = Runtime::builder().build().await.unwrap();
+    let slow = runtime.register(Arc::clone(&saga));
+    let handle = slow.start(()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await; // the first attempt timed out
+    handle.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(24 * 3600), handle.outcome())
+        .await
+        .expect("the saga ends")
+        .unwrap();
+    let Outcome::Stuck(report) = outcome else {
+        panic!("expected stuck, got {outcome:?}");
+    };
+    assert_eq!(report.stuck.as_ref().map(|f| f.attempts), Some(2));
+    assert!(saga.released.lock().unwrap().is_empty());
+}
+
+/// A crash after the step gave up unanswered but before the saga was
+/// recorded stuck: recovery ends it stuck too, and does not roll it back.
+#[tokio::test(start_paused = true)]
+async fn a_crash_before_an_unanswered_step_is_recorded_stuck_recovers_stuck() {
+    use saga::store::MemoryStore;
+    use saga::testing::{CrashPoint, CrashingStore};
+
+    let fresh = || {
+        Arc::new(SlowReply {
+            slow_attempts: u32::MAX,
+            applied: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
+        })
+    };
+    // created (0), hold started (1), failed (2), started (3), gave up (4),
+    // stuck (5): crash before 5.
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(5));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    first.register(fresh());
+    let handle = first.start::<SlowReply>(()).await.unwrap();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    let second = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    let after = fresh();
+    second.register(Arc::clone(&after));
+    let report = second.recover().await.unwrap();
+    assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
+    assert!(after.released.lock().unwrap().is_empty());
+    assert!(
+        after.applied.lock().unwrap().is_empty(),
+        "nothing ran again"
+    );
 }

@@ -128,12 +128,13 @@ pub(crate) enum Position {
     Forward { next: usize, attempt: u32 },
     /// A recovered run goes on forward: each unfinished step from the
     /// attempt after its last failed one, and, if an attempt of it may have
-    /// taken effect unseen (cut off by a timeout or a crash), retried until
-    /// it answers.
+    /// taken effect unseen (cut off by a timeout or a crash), not given up
+    /// on for a stop requested before it answers (see `forward`).
     Resume(Box<ResumeAt>),
     /// Step `step` gave up but what follows was not recorded yet: roll back,
-    /// or, past the pivot, become stuck.
-    Failed(Box<(usize, Failure)>),
+    /// or, past the pivot or if the step's outcome is unknown (the last
+    /// field), become stuck.
+    Failed(Box<(usize, Failure, bool)>),
     /// Rollback was decided and is under way.
     Rollback(Box<RollbackAt>),
 }
@@ -180,6 +181,11 @@ impl Position {
 enum Stop {
     /// The step or compensation failed for good.
     Failed(Failure),
+    /// The step exhausted its policy while its outcome was unknown (an
+    /// attempt timed out, or was running at a crash, and none answered
+    /// since): rolling back could orphan an effect only its output could
+    /// undo, so the saga is stuck, for a person to resolve.
+    Unresolved(Failure),
     /// Cancellation or the deadline interrupted a wait between attempts.
     Interrupted(Cause),
     /// The log could not be written: the run halts where it is, and
@@ -258,11 +264,14 @@ impl<S: Saga> Run<'_, S> {
                     self.forward_from(&mut state, next, attempt, Some(at)).await
                 }
                 Position::Failed(failed) => {
-                    let (step, failure) = *failed;
+                    let (step, failure, unresolved) = *failed;
                     let past_pivot = S::definition().steps()[..step]
                         .iter()
                         .any(|s| s.kind() == StepKind::Pivot);
-                    Err(Box::new(Halt::failed(failure, past_pivot)))
+                    Err(Box::new(match unresolved {
+                        true => Halt::Stuck(failure),
+                        false => Halt::failed(failure, past_pivot),
+                    }))
                 }
                 Position::Rollback(at) => Err(Box::new(Halt::Resume(at))),
             };
@@ -354,6 +363,7 @@ impl<S: Saga> Run<'_, S> {
                     return Err(Box::new(match *stop {
                         Stop::Journal(e) => Halt::Journal(e),
                         Stop::Failed(failure) => Halt::failed(failure, past_pivot),
+                        Stop::Unresolved(failure) => Halt::Stuck(failure),
                         Stop::Interrupted(cause) => Halt::RollBack(cause),
                         Stop::Withdrawn => unreachable!("a group returns a member's own stop"),
                     }));
@@ -388,8 +398,10 @@ impl<S: Saga> Run<'_, S> {
     /// stores the outputs of those that succeed. Once one member stops for
     /// good, the others make no new attempt where they could be stopped
     /// (see [`forward`](Self::forward)), as the saga will roll back; an
-    /// attempt running finishes, so that nothing is left half-way. The
-    /// first stop, in step order, of those not withdrawn is returned.
+    /// attempt running finishes, so that nothing is left half-way. A member
+    /// left unresolved decides the group's stop (rolling back could orphan
+    /// its effect); otherwise the first stop, in step order, of those not
+    /// withdrawn.
     async fn forward_group(
         &self,
         steps: std::ops::Range<usize>,
@@ -422,17 +434,22 @@ impl<S: Saga> Run<'_, S> {
                 .collect();
             JoinAll::new(runs).await
         };
-        let mut first_stop = None;
+        let (mut first_stop, mut unresolved) = (None, None);
         for result in results {
             match result {
                 Ok(output) => S::__store(state, output),
-                Err(stop) if matches!(*stop, Stop::Withdrawn) => {}
-                Err(stop) => {
-                    first_stop.get_or_insert(stop);
-                }
+                Err(stop) => match *stop {
+                    Stop::Withdrawn => {}
+                    Stop::Unresolved(_) => {
+                        unresolved.get_or_insert(stop);
+                    }
+                    _ => {
+                        first_stop.get_or_insert(stop);
+                    }
+                },
             }
         }
-        first_stop
+        unresolved.or(first_stop)
     }
 
     /// Runs step `i` with its retry policy, from attempt `attempt`;
@@ -506,16 +523,18 @@ impl<S: Saga> Run<'_, S> {
                 // taken effect: its outcome is unknown, and rolling back could
                 // orphan that effect (its compensation needs the output). A later
                 // retryable error (the service was unavailable, say) says nothing
-                // about it. So a step that changes things is retried, under the
-                // same idempotency key and past its attempts, until it succeeds
-                // or refuses for good; cancellation and the deadline wait too.
+                // about it. So cancellation and the deadline do not stop such a
+                // step that changes things: it is retried, under the same
+                // idempotency key, until it succeeds or refuses for good, within
+                // its attempts; if they run out first, the saga is stuck, for a
+                // person to find out whether the effect happened.
                 unknown |= error.is_timeout();
                 let unresolved = unknown
                     && error.is_retryable()
                     && !past_pivot
                     && def.steps()[i].kind() != StepKind::Readonly;
                 let exhausted = !policy.allows_attempt(attempt + 1);
-                let will_retry = error.is_retryable() && (!exhausted || unresolved);
+                let will_retry = error.is_retryable() && !exhausted;
                 tracing::warn!(parent: self.innermost(&span), error = %error, will_retry, "step failed");
                 let failed = EventKind::StepFailed {
                     step: name(),
@@ -525,20 +544,13 @@ impl<S: Saga> Run<'_, S> {
                 };
                 note!(self, failed);
                 if !will_retry {
-                    return Err(Box::new(Stop::Failed(failure(
-                        name(),
-                        None,
-                        Phase::Forward,
-                        &error,
-                        attempt,
-                    ))));
+                    let failure = failure(name(), None, Phase::Forward, &error, attempt);
+                    return Err(Box::new(match unresolved {
+                        true => Stop::Unresolved(failure),
+                        false => Stop::Failed(failure),
+                    }));
                 }
-                let backoff = if exhausted {
-                    RetryPolicy::FOREVER.backoff_policy()
-                } else {
-                    policy.backoff_policy()
-                };
-                let delay = backoff.delay(attempt, self.id.entropy());
+                let delay = policy.backoff_policy().delay(attempt, self.id.entropy());
                 // Boxed: retries are the cold path, and timers are large; the
                 // happy path's future stays small.
                 let interruptible = !(past_pivot || unresolved);
@@ -630,8 +642,8 @@ impl<S: Saga> Run<'_, S> {
                         gave_up.get_or_insert((i, failure));
                     }
                     Stop::Journal(e) => return Err(e),
-                    Stop::Interrupted(_) | Stop::Withdrawn => {
-                        unreachable!("compensations are never interrupted")
+                    Stop::Interrupted(_) | Stop::Withdrawn | Stop::Unresolved(_) => {
+                        unreachable!("compensations are never interrupted, nor unresolved")
                     }
                 }
             }

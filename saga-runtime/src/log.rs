@@ -106,7 +106,8 @@ pub enum Entry {
         /// Whether another attempt follows.
         will_retry: bool,
         /// The attempt was cut off by its timeout, so it may have taken
-        /// effect: the step is retried until it answers.
+        /// effect: the saga does not roll back without the step's answer
+        /// (it ends stuck if the step's attempts run out first).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         outcome_unknown: bool,
     },

@@ -254,7 +254,13 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             match gave_up {
                 Some(j) => {
                     let attempts = steps[j].failed.map_or(1, |(a, _)| a);
-                    Position::Failed(Box::new((j, failure(j, Phase::Forward, attempts))))
+                    let failure = failure(j, Phase::Forward, attempts);
+                    // Gave up with its outcome unknown: stuck, as the live
+                    // run would have ended (see `executor::forward`).
+                    let unresolved = steps[j].unknown
+                        && failure.retryable
+                        && def.steps()[j].kind() != crate::StepKind::Readonly;
+                    Position::Failed(Box::new((j, failure, unresolved)))
                 }
                 None => {
                     // An attempt started and never reported ran into the
