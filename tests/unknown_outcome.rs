@@ -374,3 +374,80 @@ async fn a_crash_before_an_unanswered_step_is_recorded_stuck_recovers_stuck() {
         "nothing ran again"
     );
 }
+
+/// An operator who finds that the step that never answered had no effect
+/// (or undoes it by hand) marks it compensated: the resume then rolls the
+/// saga back instead of trying the step again.
+#[tokio::test(start_paused = true)]
+async fn an_operator_marks_an_unanswered_step_undone_and_the_saga_rolls_back() {
+    use saga::store::{MemoryStore, Store};
+
+    /// `reserve` answers; `hold` never does.
+    pub struct TwoHolds {
+        reserved: Mutex<Vec<String>>,
+        unreserved: Mutex<Vec<String>>,
+        holds: Mutex<u32>,
+    }
+    #[saga(input = ())]
+    impl TwoHolds {
+        #[step(compensate = unreserve)]
+        async fn reserve(&self, cx: &StepContext) -> Result<String, StepError> {
+            let key = cx.idempotency_key().to_string();
+            self.reserved.lock().unwrap().push(key.clone());
+            Ok(key)
+        }
+        async fn unreserve(&self, reserve: &str) -> Result<(), StepError> {
+            self.unreserved.lock().unwrap().push(reserve.to_string());
+            Ok(())
+        }
+        #[step(compensate = release, retry(attempts = 2, backoff = none, timeout = "100ms"))]
+        async fn hold(&self) -> Result<u32, StepError> {
+            *self.holds.lock().unwrap() += 1;
+            std::future::pending::<()>().await; // never answers
+            Ok(0)
+        }
+        async fn release(&self) -> Result<(), StepError> {
+            panic!("`hold` never answered: there is nothing to release");
+        }
+        #[step(pivot)]
+        async fn capture(&self) -> Result<(), StepError> {
+            Ok(())
+        }
+    }
+
+    let store = MemoryStore::new();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let saga = Arc::new(TwoHolds {
+        reserved: Mutex::new(Vec::new()),
+        unreserved: Mutex::new(Vec::new()),
+        holds: Mutex::new(0),
+    });
+    let two = runtime.register(Arc::clone(&saga));
+    let outcome = two.run(()).await.unwrap();
+    let Outcome::Stuck(report) = outcome else {
+        panic!("expected stuck, got {outcome:?}");
+    };
+    let id = report.saga_id;
+    assert_eq!(report.stuck.as_ref().map(|f| f.step), Some("hold"));
+    // `capture` is not stuck, and never ran: it cannot be marked.
+    let refused = runtime.mark_compensated(id, "capture").await.unwrap_err();
+    assert!(refused.to_string().contains("no compensation"), "{refused}");
+
+    runtime.mark_compensated(id, "hold").await.unwrap();
+    match runtime.resume(id).await.unwrap() {
+        // `hold` as the operator marked it, `reserve` by its compensation.
+        saga::Ended::Compensated(report) => assert_eq!(report.compensated, ["hold", "reserve"]),
+        other => panic!("expected compensated, got {other:?}"),
+    }
+    assert_eq!(
+        *saga.unreserved.lock().unwrap(),
+        *saga.reserved.lock().unwrap()
+    );
+    assert_eq!(*saga.holds.lock().unwrap(), 2, "`hold` was not tried again");
+    let log = store.load(id).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, saga::log::SagaState::Compensated);
+}

@@ -217,6 +217,14 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             attempts,
         }
     };
+    // A step an operator marked compensated though it never answered (the
+    // saga was stuck on it, its outcome unknown): they found it had no
+    // effect, or undid it, so the saga rolls back without it.
+    let cause = cause.or_else(|| {
+        let j = (0..n).find(|&j| steps[j].compensated && !steps[j].completed)?;
+        let attempts = steps[j].started.max(1);
+        Some(crate::Cause::StepFailed(failure(j, Phase::Forward, attempts)))
+    });
     let position = match cause {
         Some(cause) => {
             // Each compensation goes on from the attempt after its last

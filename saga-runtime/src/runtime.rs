@@ -576,7 +576,10 @@ impl Runtime {
     }
 
     /// Records that an operator undid step `step` of a stuck saga by hand, so
-    /// that [`resume`](Self::resume) skips its compensation.
+    /// that [`resume`](Self::resume) skips its compensation. For a saga stuck
+    /// on a step whose outcome is unknown (its attempts ran out unanswered),
+    /// marking that step says it had no effect, or was undone by hand: the
+    /// resume then rolls the saga back, instead of trying the step again.
     pub async fn mark_compensated(&self, id: SagaId, step: &str) -> Result<(), Error> {
         let stored = self.stuck_saga(id).await?;
         let saga = self
@@ -785,10 +788,18 @@ impl<S: Saga> Resumable for ByName<S> {
                 def.known_names()
             ))
         })?;
+        let replayed = recovery::replay::<S>(stored)?;
+        // Stuck on this step, which never answered: marking it says it had
+        // no effect (or that it was undone by hand), and the saga rolls back.
+        if let Position::Failed(failed) = &replayed.position
+            && failed.0 == i
+            && failed.2
+        {
+            return Ok(());
+        }
         if def.steps()[i].kind() != StepKind::Compensatable {
             return Err(cannot("it has no compensation"));
         }
-        let replayed = recovery::replay::<S>(stored)?;
         match replayed.position {
             Position::Rollback(at) if S::__has_output(&replayed.state, i) && !at.compensated[i] => {
                 Ok(())
