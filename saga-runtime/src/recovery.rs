@@ -223,7 +223,11 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
     let cause = cause.or_else(|| {
         let j = (0..n).find(|&j| steps[j].compensated && !steps[j].completed)?;
         let attempts = steps[j].started.max(1);
-        Some(crate::Cause::StepFailed(failure(j, Phase::Forward, attempts)))
+        Some(crate::Cause::StepFailed(failure(
+            j,
+            Phase::Forward,
+            attempts,
+        )))
     });
     let position = match cause {
         Some(cause) => {
