@@ -7,7 +7,7 @@ use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::{
     FnArg, GenericArgument, GenericParam, Ident, ImplItem, ImplItemFn, ItemImpl, Pat,
-    PathArguments, ReceiverKind, ReturnType, Safety, Type,
+    PathArguments, ReceiverKind, ReturnType, Safety, Type, TypeParamBound,
 };
 
 use crate::attr::{self, SagaArgs, StepArgs};
@@ -144,7 +144,7 @@ impl<'a> Saga<'a> {
             );
             return None;
         };
-        if args.input.is_none() {
+        if args.input.is_none() && !args.input_reported {
             cx.syn_error(syn::Error::new(
                 Span::call_site(),
                 "`#[saga]` needs the saga's input type: write `#[saga(input = MyInput)]` (use `input = ()` for none)",
@@ -224,11 +224,37 @@ impl<'a> Saga<'a> {
                 report_cfg(method.func, "compensation", cx);
             }
         }
-        if steps.is_empty() {
-            cx.error_spanned_by(
+        // A macro invoked inside the impl is expanded after `#[saga]` has
+        // read it, so a step it writes is never seen. Without any other
+        // step, that is the likely reason for the saga having none, and is
+        // reported at the invocation. Beside steps, a macro is left alone:
+        // it may well write helpers (constants, plain methods), which are
+        // fine, and a `#[step]` it writes is reported by `#[step]` itself.
+        let invoked = item.items.iter().find_map(|i| match i {
+            ImplItem::Macro(m) => Some(&m.mac),
+            _ => None,
+        });
+        match invoked {
+            _ if !steps.is_empty() => {}
+            Some(mac) => {
+                let path = mac
+                    .path
+                    .segments
+                    .iter()
+                    .map(|s| s.ident.to_string())
+                    .collect::<Vec<_>>()
+                    .join("::");
+                cx.error_spanned_by(
+                    mac,
+                    format!(
+                        "this saga has no steps `#[saga]` can see: steps written by a macro inside the impl are not seen, because `#[saga]` reads the impl before `{path}!` is expanded; write the steps in the impl itself, or have the macro write the whole `#[saga] impl`"
+                    ),
+                );
+            }
+            None => cx.error_spanned_by(
                 &item.self_ty,
                 "this saga has no steps: mark its async methods with `#[step]` (and pair each with `compensate = ..`)",
-            );
+            ),
         }
         Some(Saga {
             item,
@@ -324,10 +350,34 @@ fn report_cfg(func: &ImplItemFn, what: &str, cx: &mut Ctxt) {
 pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signature<'a> {
     let sig = &func.sig;
     let name = &sig.ident;
+    let expected = if what == "step" {
+        "Result<Output, MyError>"
+    } else {
+        "Result<(), MyError>"
+    };
+    // A plain `fn` returning a future (`impl Future<Output = ..>`) is one
+    // mistake, not two: the fix, `async fn`, also fixes the return type.
+    // Its `Output` is read as the return type.
+    let future = match (&sig.asyncness, &sig.output) {
+        (None, ReturnType::Type(_, ty)) => future_output(ty),
+        _ => None,
+    };
     if sig.asyncness.is_none() {
+        let fix = match future {
+            Some(output) => {
+                let output = match output {
+                    Some(ty) if not_a_result(ty).is_none() => type_string(ty),
+                    _ => expected.to_string(),
+                };
+                format!(
+                    "write `async fn {name}(&self, ..) -> {output}` instead of returning a future"
+                )
+            }
+            None => format!("write `async fn {name}(&self, ..)`"),
+        };
         cx.error_spanned_by(
             sig.fn_token,
-            format!("{what} `{name}` must be an `async fn`: write `async fn {name}(&self, ..)`"),
+            format!("{what} `{name}` must be an `async fn`: {fix}"),
         );
     }
     if let Safety::Unsafe(unsafety) = &sig.safety {
@@ -433,12 +483,10 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signatu
             }
         }
     }
-    let expected = if what == "step" {
-        "Result<Output, MyError>"
-    } else {
-        "Result<(), MyError>"
-    };
     let ret = match &sig.output {
+        ReturnType::Type(..) if future.is_some() => {
+            future.flatten().filter(|ty| not_a_result(ty).is_none())
+        }
         ReturnType::Type(_, ty) => match not_a_result(ty) {
             Some(kind) => {
                 cx.error_spanned_by(
@@ -462,6 +510,49 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signatu
         }
     };
     Signature { func, params, ret }
+}
+
+/// Whether `ty` is a future, and if so its `Output` when written:
+/// `impl Future<Output = T>`, `Pin<Box<dyn Future<Output = T>>>` or
+/// `BoxFuture<'_, T>`.
+fn future_output(ty: &Type) -> Option<Option<&Type>> {
+    let bounds = match ty {
+        Type::ImplTrait(t) => &t.bounds,
+        Type::TraitObject(t) => &t.bounds,
+        Type::Paren(p) => return future_output(&p.elem),
+        Type::Path(p) if p.qself.is_none() => {
+            let last = p.path.segments.last()?;
+            let PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
+            let mut types = args.args.iter().filter_map(|a| match a {
+                GenericArgument::Type(t) => Some(t),
+                _ => None,
+            });
+            return match last.ident.to_string().as_str() {
+                "Pin" | "Box" => future_output(types.next()?),
+                "BoxFuture" | "LocalBoxFuture" => Some(types.next()),
+                _ => None,
+            };
+        }
+        _ => return None,
+    };
+    bounds.iter().find_map(|bound| {
+        let TypeParamBound::Trait(t) = bound else {
+            return None;
+        };
+        let last = t.path.segments.last()?;
+        if last.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return Some(None);
+        };
+        Some(args.args.iter().find_map(|a| match a {
+            GenericArgument::AssocType(assoc) if assoc.ident == "Output" => Some(&assoc.ty),
+            _ => None,
+        }))
+    })
 }
 
 /// The references of `sig` that name a lifetime, as they are written with
@@ -544,6 +635,103 @@ pub fn type_string(ty: &Type) -> String {
         text = text.replace(from, to);
     }
     text
+}
+
+/// Whether `ty` can be a field of the outputs struct: no borrow, no `impl
+/// Trait`, no `Self` (each reported by `check`, with `()` standing in).
+pub fn storable(ty: &Type) -> bool {
+    borrowed_part(ty).is_none() && impl_trait_part(ty).is_none() && self_part(ty).is_none()
+}
+
+/// The first `impl Trait` written in `ty`: a step's output is named in the
+/// generated outputs struct and a parameter's type in the call that passes
+/// it, where only a concrete type can stand.
+pub fn impl_trait_part(ty: &Type) -> Option<&syn::TypeImplTrait> {
+    find_in_type(ty, &mut |t| match t {
+        Type::ImplTrait(i) => Some(i),
+        _ => None,
+    })
+}
+
+/// The first `Self` written in `ty` (as `Self`, `Self::X` or `<Self as
+/// Trait>::X`).
+pub fn self_part(ty: &Type) -> Option<&Ident> {
+    find_in_type(ty, &mut |t| match t {
+        Type::Path(p) if p.qself.is_none() => {
+            let first = p.path.segments.first()?;
+            (p.path.leading_colon.is_none() && first.ident == "Self").then_some(&first.ident)
+        }
+        _ => None,
+    })
+}
+
+/// The first `f(t)` that is `Some`, for `ty` and every type written inside
+/// it, outermost first.
+fn find_in_type<'a, T>(ty: &'a Type, f: &mut impl FnMut(&'a Type) -> Option<T>) -> Option<T> {
+    if let Some(found) = f(ty) {
+        return Some(found);
+    }
+    match ty {
+        Type::Array(a) => find_in_type(&a.elem, f),
+        Type::Group(g) => find_in_type(&g.elem, f),
+        Type::Paren(p) => find_in_type(&p.elem, f),
+        Type::Ptr(p) => find_in_type(&p.elem, f),
+        Type::Reference(r) => find_in_type(&r.elem, f),
+        Type::Slice(s) => find_in_type(&s.elem, f),
+        Type::Tuple(t) => t.elems.iter().find_map(|t| find_in_type(t, f)),
+        Type::FnPtr(b) => b
+            .inputs
+            .iter()
+            .find_map(|arg| find_in_type(&arg.ty, f))
+            .or_else(|| find_in_return(&b.output, f)),
+        Type::ImplTrait(i) => find_in_bounds(&i.bounds, f),
+        Type::TraitObject(o) => find_in_bounds(&o.bounds, f),
+        Type::Path(p) => p
+            .qself
+            .as_ref()
+            .and_then(|q| find_in_type(&q.ty, f))
+            .or_else(|| find_in_path(&p.path, f)),
+        _ => None,
+    }
+}
+
+fn find_in_path<'a, T>(
+    path: &'a syn::Path,
+    f: &mut impl FnMut(&'a Type) -> Option<T>,
+) -> Option<T> {
+    path.segments.iter().find_map(|seg| match &seg.arguments {
+        PathArguments::None => None,
+        PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+            GenericArgument::Type(t) => find_in_type(t, f),
+            GenericArgument::AssocType(a) => find_in_type(&a.ty, f),
+            _ => None,
+        }),
+        PathArguments::Parenthesized(args) => args
+            .inputs
+            .iter()
+            .find_map(|arg| find_in_type(&arg.ty, f))
+            .or_else(|| find_in_return(&args.output, f)),
+    })
+}
+
+fn find_in_bounds<'a, T>(
+    bounds: &'a syn::punctuated::Punctuated<TypeParamBound, syn::Token![+]>,
+    f: &mut impl FnMut(&'a Type) -> Option<T>,
+) -> Option<T> {
+    bounds.iter().find_map(|bound| match bound {
+        TypeParamBound::Trait(t) => find_in_path(&t.path, f),
+        _ => None,
+    })
+}
+
+fn find_in_return<'a, T>(
+    ret: &'a ReturnType,
+    f: &mut impl FnMut(&'a Type) -> Option<T>,
+) -> Option<T> {
+    match ret {
+        ReturnType::Type(_, t) => find_in_type(t, f),
+        ReturnType::Default => None,
+    }
 }
 
 /// The part of `ty` that borrows: a reference (even `&'static`, which the

@@ -5,12 +5,12 @@
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::meta::ParseNestedMeta;
-use syn::parse::{ParseStream, Parser};
+use syn::parse::{ParseStream, Parser, discouraged::Speculative};
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Ident, LitBool, LitFloat, LitInt, LitStr, Meta, Token, Type};
 
 use crate::ctxt::Ctxt;
-use crate::{duration, suggest};
+use crate::{ast, duration, suggest};
 
 const SAGA_OPTIONS: &str =
     "`input = Type`, `name = \"...\"`, `outputs = Ident`, `deadline = \"...\"`, `concurrent`";
@@ -42,6 +42,9 @@ const SAGA_ALIASES: Aliases = &[(
 #[derive(Default)]
 pub struct SagaArgs {
     pub input: Option<Type>,
+    /// An input was written but could not be read: reported already, so
+    /// no "needs the saga's input type" follows.
+    pub input_reported: bool,
     pub name: Option<LitStr>,
     pub outputs: Option<Ident>,
     pub deadline: Option<Dur>,
@@ -93,15 +96,33 @@ pub enum BackoffSpec {
 
 pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
     let mut args = SagaArgs::default();
+    // `#[saga(u32)]` is read as an input type written without `input =`,
+    // unless an `input = ..` follows.
+    let input_written = tokens
+        .clone()
+        .into_iter()
+        .zip(tokens.clone().into_iter().skip(1))
+        .any(|pair| {
+            matches!(pair, (TokenTree::Ident(i), TokenTree::Punct(p)) if i == "input" && p.as_char() == '=')
+        });
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("input") {
-            if let Some(ty) = value(
+            if let Some(lit) = string_value(&meta) {
+                let fix = match syn::parse_str::<Type>(&lit.value()) {
+                    Ok(ty) => format!("write `input = {}`", ast::type_string(&ty)),
+                    Err(_) => "write `input = MyInput`".to_string(),
+                };
+                cx.error_spanned_by(&lit, format!("`input` takes a type, not a string: {fix}"));
+                args.input_reported = true;
+            } else if let Some(ty) = value(
                 cx,
                 &meta,
                 "the saga's input type: `input = TransferRequest`",
                 |v| v.parse::<Type>(),
             ) {
                 set_once(cx, &meta, &mut args.input, ty);
+            } else {
+                args.input_reported = true;
             }
         } else if meta.path.is_ident("name") {
             if let Some(name) = value(cx, &meta, "a string: `name = \"transfer\"`", |v| {
@@ -116,7 +137,25 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
                 set_once(cx, &meta, &mut args.name, name);
             }
         } else if meta.path.is_ident("outputs") {
-            if let Some(ident) = value(
+            if let Some(lit) = string_value(&meta) {
+                let fix = match syn::parse_str::<Ident>(&lit.value()) {
+                    Ok(ident) => {
+                        let fix = format!("write `outputs = {ident}`");
+                        // Read as written, so code naming the struct still
+                        // finds it.
+                        let ident = Ident::new(&ident.to_string(), lit.span());
+                        set_once(cx, &meta, &mut args.outputs, ident);
+                        fix
+                    }
+                    Err(_) => "write `outputs = TransferOutputs`".to_string(),
+                };
+                cx.error_spanned_by(
+                    &lit,
+                    format!(
+                        "`outputs` takes the name of the struct to generate, not a string: {fix}"
+                    ),
+                );
+            } else if let Some(ident) = value(
                 cx,
                 &meta,
                 "the name of the struct to generate: `outputs = TransferOutputs`",
@@ -130,6 +169,18 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
             }
         } else if meta.path.is_ident("concurrent") {
             flag(cx, &meta, &mut args.concurrent);
+        } else if let Some(ty) = (!input_written && !args.input_reported && args.input.is_none())
+            .then(|| bare_type(&meta))
+            .flatten()
+        {
+            cx.error_spanned_by(
+                &ty,
+                format!(
+                    "`#[saga]` takes the saga's input type as an option: write `input = {}`",
+                    ast::type_string(&ty)
+                ),
+            );
+            args.input_reported = true;
         } else {
             unknown(
                 cx,
@@ -215,6 +266,62 @@ pub fn step_args(attr: &Attribute, cx: &mut Ctxt) -> StepArgs {
     args.malformed = cx.error_count() > before;
     args
 }
+
+/// The string of `key = "..."`, consumed, for an option that takes no
+/// string; `None` (nothing consumed) for any other value.
+fn string_value(meta: &ParseNestedMeta) -> Option<LitStr> {
+    if !(meta.input.peek(Token![=]) && meta.input.peek2(LitStr)) {
+        return None;
+    }
+    let _ = meta.input.parse::<Token![=]>();
+    let lit = meta.input.parse().ok()?;
+    skip(meta.input);
+    Some(lit)
+}
+
+/// A type written alone where an option was expected (`u32`,
+/// `TransferRequest`, `Vec<u8>`), consumed; `None` (nothing consumed) for
+/// what looks like a misspelt option instead.
+fn bare_type(meta: &ParseNestedMeta) -> Option<Type> {
+    let name = path_name(meta);
+    if SAGA_ALIASES.iter().any(|(from, _, _)| *from == name)
+        || suggest::closest(&name, SAGA_NAMES).is_some()
+    {
+        return None;
+    }
+    let mut path = meta.path.clone();
+    if meta.input.peek(Token![<]) {
+        let fork = meta.input.fork();
+        let generics = fork.parse::<syn::AngleBracketedGenericArguments>().ok()?;
+        if !(fork.is_empty() || fork.peek(Token![,])) {
+            return None;
+        }
+        meta.input.advance_to(&fork);
+        path.segments.last_mut()?.arguments = syn::PathArguments::AngleBracketed(generics);
+    } else if !(meta.input.is_empty() || meta.input.peek(Token![,])) {
+        return None;
+    }
+    // A lower-case name such as `pivot` is more likely an option than a
+    // type, unless it is a primitive type or the type is written with a
+    // path or generic arguments.
+    let last = path.segments.last()?;
+    let looks_like_type = path.segments.len() > 1
+        || !last.arguments.is_none()
+        || last.ident.to_string().starts_with(char::is_uppercase)
+        || PRIMITIVES.iter().any(|p| last.ident == p);
+    looks_like_type.then(|| {
+        Type::Path(syn::TypePath {
+            attrs: Vec::new(),
+            qself: None,
+            path,
+        })
+    })
+}
+
+const PRIMITIVES: [&str; 17] = [
+    "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+    "i128", "isize", "f32", "f64",
+];
 
 /// `compensate = method`.
 fn compensate_value(cx: &mut Ctxt, meta: &ParseNestedMeta) -> Option<Ident> {

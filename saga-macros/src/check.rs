@@ -170,7 +170,7 @@ fn kind_of(saga: &Saga, i: usize, pivot: Option<usize>, cx: &mut Ctxt) -> Kind {
 }
 
 /// Outputs and the input are written to the saga log and outlive every
-/// borrow: they must be owned.
+/// borrow: they must be owned (and outputs concrete, see `check_output`).
 fn check_owned(saga: &Saga, cx: &mut Ctxt) {
     if let Some(input) = &saga.args.input
         && let Some(borrowed) = ast::borrowed_part(input)
@@ -181,17 +181,38 @@ fn check_owned(saga: &Saga, cx: &mut Ctxt) {
         );
     }
     for step in &saga.steps {
-        if let Some(out) = step.sig.output_type()
-            && let Some(borrowed) = ast::borrowed_part(out)
-        {
-            cx.error_spanned_by(
-                borrowed,
-                format!(
-                    "the output of step `{}` must be an owned type: it is stored in the saga log, outlives the step and is read back on recovery; return an owned type such as `String` instead of `&str`",
-                    step.name
-                ),
-            );
+        if let Some(out) = step.sig.output_type() {
+            check_output(saga, step.name, out, cx);
         }
+    }
+}
+
+/// A step's output is stored in the saga log and named in the generated
+/// outputs struct: it must be a concrete, owned type. One error per output.
+fn check_output(saga: &Saga, step: &Ident, out: &Type, cx: &mut Ctxt) {
+    let outputs = saga.outputs_ident();
+    if let Some(opaque) = ast::impl_trait_part(out) {
+        cx.error_spanned_by(
+            opaque,
+            format!(
+                "the output of step `{step}` cannot be an `impl Trait`: it is stored in the saga log and is a field of the generated `{outputs}`, which need a concrete type; write the type the step returns in its place"
+            ),
+        );
+    } else if let Some(self_token) = ast::self_part(out) {
+        cx.error_spanned_by(
+            self_token,
+            format!(
+                "the output of step `{step}` cannot be written `Self`: it becomes a field of the generated `{outputs}`, outside this impl, where `Self` would name that struct; write the type's name, `{}`",
+                saga.self_ident
+            ),
+        );
+    } else if let Some(borrowed) = ast::borrowed_part(out) {
+        cx.error_spanned_by(
+            borrowed,
+            format!(
+                "the output of step `{step}` must be an owned type: it is stored in the saga log, outlives the step and is read back on recovery; return an owned type such as `String` instead of `&str`"
+            ),
+        );
     }
 }
 
@@ -245,11 +266,6 @@ fn resolve_step_params<'a>(
         } else {
             match saga.step_index(param.name) {
                 Some(j) if j < i => {
-                    require_reference(
-                        param,
-                        "a step receives an earlier step's output by reference",
-                        cx,
-                    );
                     deps.insert(j);
                     Source::Step {
                         index: j,
@@ -299,9 +315,14 @@ fn resolve_step_params<'a>(
                 }
             }
         };
-        if matches!(source, Source::Input | Source::Cx) {
-            require_reference(param, "the saga passes it by reference", cx);
+        if !require_concrete(saga, param, &format!("step `{}`", step.name), source, cx) {
+            continue;
         }
+        let why = match source {
+            Source::Step { .. } => "a step receives an earlier step's output by reference",
+            Source::Input | Source::Cx => "the saga passes it by reference",
+        };
+        require_reference(param, why, cx);
         args.push(Arg { param, source });
     }
     (args, deps.into_iter().collect())
@@ -380,28 +401,40 @@ pub fn compensation_args<'a>(
 ) -> CompensationArgs<'a> {
     let step = &saga.steps[i];
     let ancestors = ancestors(checked, i);
+    let of = format!("compensation `{}`", sig.func.sig.ident);
     let mut args = Vec::new();
     for param in &sig.params {
+        // Whether the parameter must be a shared reference, and why.
+        let mut shared = Some("the saga passes it by reference");
         let source = if ast::same_name(param.name, step.name) {
+            if let Type::Reference(r) = param.ty
+                && let Some(mutability) = &r.mutability
+            {
+                let and = &r.and_token;
+                let output = ast::type_string(&r.elem);
+                cx.error_spanned_by(
+                    quote::quote!(#and #mutability),
+                    format!(
+                        "compensation `{}` cannot take step `{}`'s output as `&mut {output}`: the saga keeps the output (it is logged, and read again if the compensation is retried) and only lends it; take it as `{output}` (owned, if `Clone`) or `&{output}`",
+                        sig.func.sig.ident, step.name
+                    ),
+                );
+                continue;
+            }
+            shared = None;
             Source::Step {
                 index: i,
                 by_value: !matches!(param.ty, Type::Reference(_)),
             }
         } else if param.name == "input" {
-            require_reference(param, "the saga passes it by reference", cx);
             Source::Input
         } else if param.name == "cx" {
-            require_reference(param, "the saga passes it by reference", cx);
             Source::Cx
         } else if let Some(j) = saga
             .step_index(param.name)
             .filter(|j| ancestors.contains(j))
         {
-            require_reference(
-                param,
-                "a compensation receives the outputs its step used by reference",
-                cx,
-            );
+            shared = Some("a compensation receives the outputs its step used by reference");
             Source::Step {
                 index: j,
                 by_value: false,
@@ -444,6 +477,12 @@ pub fn compensation_args<'a>(
             );
             continue;
         };
+        if !require_concrete(saga, param, &of, source, cx) {
+            continue;
+        }
+        if let Some(why) = shared {
+            require_reference(param, why, cx);
+        }
         args.push(Arg { param, source });
     }
     if let Some(ty) = sig.output_type()
@@ -471,6 +510,41 @@ fn ancestors(checked: &[CheckedStep], i: usize) -> BTreeSet<usize> {
         }
     }
     seen
+}
+
+/// A parameter's type must name the type it receives: the generated call
+/// converts the value to it, and an `impl Trait` there is no type. Returns
+/// whether it does; `of` is "step `name`" or "compensation `name`".
+fn require_concrete(saga: &Saga, param: &Param, of: &str, source: Source, cx: &mut Ctxt) -> bool {
+    let Some(opaque) = ast::impl_trait_part(param.ty) else {
+        return true;
+    };
+    let received = match source {
+        Source::Input => saga.args.input.as_ref().map(ast::type_string),
+        Source::Cx => Some("StepContext".to_string()),
+        Source::Step { index, .. } => saga.steps[index]
+            .sig
+            .output_type()
+            .filter(|ty| ast::storable(ty))
+            .map(ast::type_string),
+    };
+    let by_reference = match source {
+        Source::Step { by_value, .. } => !by_value,
+        Source::Input | Source::Cx => true,
+    };
+    let fix = match received {
+        Some(ty) if by_reference => format!("write `{}: &{ty}`", param.name),
+        Some(ty) => format!("write `{}: {ty}`", param.name),
+        None => "write the type it receives".to_string(),
+    };
+    cx.error_spanned_by(
+        opaque,
+        format!(
+            "parameter `{}` of {of} cannot be an `impl Trait`: a parameter must name the type it receives, since the generated call converts the value to that type; {fix}",
+            param.name
+        ),
+    );
+    false
 }
 
 fn require_reference(param: &Param, why: &str, cx: &mut Ctxt) {

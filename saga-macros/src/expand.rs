@@ -81,13 +81,14 @@ pub fn outputs_struct(saga: &Saga) -> TokenStream {
     let self_name = saga.self_ident.to_string();
     let names: Vec<_> = saga.steps.iter().map(|s| s.name).collect();
     let name_strs: Vec<String> = names.iter().map(|n| ast::name_string(n)).collect();
-    // A borrowed output is an error already reported; `()` stands in for it
-    // so that the struct still compiles beside the error.
+    // An output that cannot be a field (borrowed, `impl Trait`, `Self`) is
+    // an error already reported; `()` stands in for it so that the struct
+    // still compiles beside the error.
     let tys: Vec<_> = saga
         .steps
         .iter()
         .map(|s| match s.sig.output_type() {
-            Some(ty) if ast::borrowed_part(ty).is_some() => quote!(()),
+            Some(ty) if !ast::storable(ty) => quote!(()),
             _ => output_type(&s.sig),
         })
         .collect();

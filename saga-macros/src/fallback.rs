@@ -13,7 +13,15 @@ use crate::{attr, expand};
 
 pub fn emit(item: &ItemImpl, saga: Option<&Saga>, cx: Ctxt) -> TokenStream {
     let errors = cx.into_error().map(|e| e.to_compile_error());
-    let stripped = strip(item);
+    let mut stripped = strip(item);
+    if saga.is_some_and(|s| s.steps.is_empty()) {
+        // The saga has no steps, likely because a macro inside the impl
+        // writes them (reported at the invocation): expanded here, each
+        // would add a second error from its `#[step]`, found outside a saga.
+        // The invocation is left out instead, though helpers it writes go
+        // too, and rustc warns that the macro is unused.
+        stripped.items.retain(|i| !matches!(i, ImplItem::Macro(_)));
+    }
     let placeholder = saga.and_then(placeholder);
     quote! {
         #errors
