@@ -282,9 +282,7 @@ impl Runtime {
         options: SagaOptions,
     ) -> Result<SagaHandle<S>, Error> {
         let saga = saga()?;
-        let id = options.id.unwrap_or_else(|| self.new_id());
-        let plan = options.plan(S::definition())?;
-        let claim = self.claim_new(id)?;
+        let (id, plan, claim) = self.prepare::<S>(options)?;
         // Checked before the future is made: in memory, even awaiting one
         // that is at once ready costs every saga.
         if self.inner.store.is_some() {
@@ -312,9 +310,7 @@ impl Runtime {
     ) -> impl Future<Output = Result<Outcome<S::Outputs>, Error>> + 'a {
         async move {
             let saga = saga()?;
-            let id = options.id.unwrap_or_else(|| self.new_id());
-            let plan = options.plan(S::definition())?;
-            let _claim = self.claim_new(id)?;
+            let (id, plan, _claim) = self.prepare::<S>(options)?;
             // Checked before the future is made: in memory, even awaiting one
             // that is at once ready costs every saga.
             if self.inner.store.is_some() {
@@ -328,6 +324,18 @@ impl Runtime {
             };
             Err(Box::pin(self.let_go(id, stopped_by)).await)
         }
+    }
+
+    /// What a new saga needs before it is logged: its id, its plan, and
+    /// with a store, its claim.
+    fn prepare<S: Saga>(
+        &self,
+        options: SagaOptions,
+    ) -> Result<(SagaId, Plan, Option<Claim>), Error> {
+        let id = options.id.unwrap_or_else(|| self.new_id());
+        let plan = options.plan(S::definition())?;
+        let claim = self.claim_new(id)?;
+        Ok((id, plan, claim))
     }
 
     /// Lets go of durable saga `id`, whose run here stopped short of an end
