@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga::prelude::*;
-use saga_runtime::SagaId;
 use saga_runtime::log::{DefinitionSnapshot, Entry, Record, SagaState};
 use saga_runtime::store::{ListFilter, PostgresStore, Store, StoreError};
+use saga_runtime::{SagaHandle, SagaId};
 use support::{created, started};
 
 fn url() -> String {
@@ -473,42 +473,50 @@ impl Slow {
     }
 }
 
+/// A worker on `store` that starts `n` sagas, each of which stalls inside
+/// its pivot until the returned gate lets it through.
+async fn stalled_worker(
+    store: PostgresStore,
+    n: usize,
+) -> (Runtime, Arc<tokio::sync::Semaphore>, Vec<SagaHandle<Slow>>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runtime = Runtime::builder().store(store).build().await.unwrap();
+    let slow = runtime.register(Arc::new(Slow {
+        gate: Some(Arc::clone(&gate)),
+        waiting: Arc::clone(&waiting),
+    }));
+    let mut handles = Vec::new();
+    for i in 0..n {
+        handles.push(slow.start(i as u64).await.unwrap());
+    }
+    while waiting.load(std::sync::atomic::Ordering::SeqCst) < n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (runtime, gate, handles)
+}
+
+/// A worker on `store` whose sagas do not stall.
+async fn free_worker(store: PostgresStore) -> Runtime {
+    let runtime = Runtime::builder().store(store).build().await.unwrap();
+    runtime.register(Arc::new(Slow {
+        gate: None,
+        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    }));
+    runtime
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_worker_is_fenced_off_while_another_finishes_its_sagas() {
     const N: usize = 10;
     let schema = Schema::new();
     // Worker a starts sagas and stalls inside their pivot.
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = Runtime::builder()
-        .store(schema.store("a", LONG).await)
-        .build()
-        .await
-        .unwrap();
-    a.register(Arc::new(Slow {
-        gate: Some(Arc::clone(&gate)),
-        waiting: Arc::clone(&waiting),
-    }));
-    let mut handles = Vec::new();
-    for i in 0..N {
-        handles.push(a.start::<Slow>(i as u64).await.unwrap());
-    }
-    while waiting.load(std::sync::atomic::Ordering::SeqCst) < N {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (_a, gate, handles) = stalled_worker(schema.store("a", LONG).await, N).await;
     // It stays stalled past its leases ...
     schema.expire_leases().await;
     // ... so worker b takes its sagas over and finishes them.
     let b_store = schema.store("b", LONG).await;
-    let b = Runtime::builder()
-        .store(b_store.clone())
-        .build()
-        .await
-        .unwrap();
-    b.register(Arc::new(Slow {
-        gate: None,
-        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    }));
+    let b = free_worker(b_store.clone()).await;
     let report = b.recover().await.unwrap();
     assert_eq!(report.completed, N, "{report:?}");
 
@@ -814,23 +822,10 @@ async fn a_read_cut_off_by_a_lost_connection_is_made_again_on_a_new_one() {
 async fn a_fenced_off_run_gets_nothing_when_its_worker_recovers_the_saga_meanwhile() {
     let schema = Schema::new();
     // Worker a's run stalls inside the pivot.
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let a_store = schema.store("a", LONG).await;
-    let a = Runtime::builder()
-        .store(a_store.clone())
-        .build()
-        .await
-        .unwrap();
-    a.register(Arc::new(Slow {
-        gate: Some(Arc::clone(&gate)),
-        waiting: Arc::clone(&waiting),
-    }));
-    let handle = a.start::<Slow>(1).await.unwrap();
+    let (a, gate, mut handles) = stalled_worker(a_store.clone(), 1).await;
+    let handle = handles.remove(0);
     let id = handle.id();
-    while waiting.load(std::sync::atomic::Ordering::SeqCst) < 1 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     // b takes the saga over and is cut off in turn: the saga is free again,
     // and a's stalled run has not tried to write since.
     schema.expire_leases().await;
@@ -864,22 +859,9 @@ async fn a_fenced_off_run_gets_nothing_when_its_worker_recovers_the_saga_meanwhi
 async fn a_run_stopped_by_a_store_error_lets_another_worker_finish_its_saga() {
     const LEASE: Duration = Duration::from_millis(600);
     let schema = Schema::new();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = Runtime::builder()
-        .store(schema.store("a", LEASE).await)
-        .build()
-        .await
-        .unwrap();
-    a.register(Arc::new(Slow {
-        gate: Some(Arc::clone(&gate)),
-        waiting: Arc::clone(&waiting),
-    }));
-    let handle = a.start::<Slow>(1).await.unwrap();
+    let (a, gate, mut handles) = stalled_worker(schema.store("a", LEASE).await, 1).await;
+    let handle = handles.remove(0);
     let id = handle.id();
-    while waiting.load(std::sync::atomic::Ordering::SeqCst) < 1 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     // The database refuses the next record (for a moment: a full disk, an
     // operator's mistake), so the run stops with a store error.
     schema
@@ -903,15 +885,7 @@ async fn a_run_stopped_by_a_store_error_lets_another_worker_finish_its_saga() {
     tokio::time::sleep(LEASE * 2).await;
 
     let b_store = schema.store("b", LEASE).await;
-    let b = Runtime::builder()
-        .store(b_store.clone())
-        .build()
-        .await
-        .unwrap();
-    b.register(Arc::new(Slow {
-        gate: None,
-        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    }));
+    let b = free_worker(b_store.clone()).await;
     let report = b.recover().await.unwrap();
     assert_eq!(report.completed, 1, "{report:?}");
     let log = b_store.load(id).await.unwrap().unwrap();
