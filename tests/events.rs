@@ -32,6 +32,7 @@ impl Listener for Recorder {
                 attempt,
                 error,
                 will_retry,
+                ..
             } => format!("failed {step} #{attempt} retry={will_retry}: {error}"),
             EventKind::RollbackStarted { cause } => format!("rollback: {cause}"),
             EventKind::CompensationStarted { step, attempt } => format!("undo {step} #{attempt}"),

@@ -451,3 +451,236 @@ async fn an_operator_marks_an_unanswered_step_undone_and_the_saga_rolls_back() {
     let log = store.load(id).await.unwrap().unwrap();
     assert_eq!(log.summary.state, saga::log::SagaState::Compensated);
 }
+
+/// A step cut off by a crash (unknown from the crash, not from a timeout)
+/// gives up with a plain retryable error after recovery; a second crash
+/// between that give-up and the stuck record still recovers stuck: the log
+/// says the outcome is unknown, not only the last error.
+#[tokio::test(start_paused = true)]
+async fn a_crash_cut_step_that_gives_up_and_crashes_again_recovers_stuck() {
+    use saga::store::MemoryStore;
+    use saga::testing::{CrashPoint, CrashingStore};
+
+    let fresh = |unavailable_calls| {
+        Arc::new(FlakyAfterEffect {
+            unavailable_calls,
+            calls: Mutex::new(0),
+            applied: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
+        })
+    };
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(2));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let before = fresh(0);
+    first.register(Arc::clone(&before));
+    let options = SagaOptions::new().retry("hold", saga::RetryPolicy::attempts(1));
+    let handle = first
+        .start_with::<FlakyAfterEffect>((), options)
+        .await
+        .unwrap();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    assert_eq!(before.applied.lock().unwrap().len(), 1);
+    drop(first);
+
+    // Second process: unavailable; hold gives up (unresolved -> stuck), but
+    // the process dies before `stuck` is durable (appends: started 0,
+    // failed 1, stuck 2).
+    let crashing2 = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(2));
+    let second = Runtime::builder()
+        .store(crashing2.clone())
+        .build()
+        .await
+        .unwrap();
+    let mid = fresh(100);
+    *mid.calls.lock().unwrap() = 1;
+    second.register(Arc::clone(&mid));
+    tokio::select! {
+        () = crashing2.wait_for_crash() => {}
+        r = second.recover() => panic!("should have crashed: {r:?}"),
+    }
+    drop(second);
+
+    // Third process: the live run would have ended stuck.
+    let third = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    let after = fresh(100);
+    *after.calls.lock().unwrap() = 1;
+    third.register(Arc::clone(&after));
+    let report = third.recover().await.unwrap();
+    assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
+}
+
+/// A step after the pivot whose attempts time out ends stuck (a person
+/// capped them). It cannot be marked compensated into a rollback: the pivot
+/// is the point of no return.
+#[tokio::test(start_paused = true)]
+async fn marking_a_step_after_the_pivot_does_not_roll_back_past_it() {
+    use saga::store::MemoryStore;
+
+    pub struct AfterPivot {
+        unreserved: Mutex<u32>,
+    }
+    #[saga(input = ())]
+    impl AfterPivot {
+        #[step(compensate = unreserve)]
+        async fn reserve(&self) -> Result<u32, StepError> {
+            Ok(1)
+        }
+        async fn unreserve(&self, reserve: u32) -> Result<(), StepError> {
+            let _ = reserve;
+            *self.unreserved.lock().unwrap() += 1;
+            Ok(())
+        }
+        #[step(pivot)]
+        async fn capture(&self) -> Result<(), StepError> {
+            Ok(())
+        }
+        #[step(retry(attempts = 2, backoff = none, timeout = "100ms"))]
+        async fn notify(&self) -> Result<(), StepError> {
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    }
+
+    let store = MemoryStore::new();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let saga = Arc::new(AfterPivot {
+        unreserved: Mutex::new(0),
+    });
+    let h = runtime.register(Arc::clone(&saga));
+    let outcome = h.run(()).await.unwrap();
+    assert!(matches!(outcome, Outcome::Stuck(_)), "{outcome:?}");
+    let id = handle_id(&store).await;
+    let marked = runtime.mark_compensated(id, "notify").await;
+    let resumed = if marked.is_ok() {
+        Some(runtime.resume(id).await)
+    } else {
+        None
+    };
+    assert_eq!(
+        *saga.unreserved.lock().unwrap(),
+        0,
+        "rolled back past the pivot: mark = {marked:?}, resume = {resumed:?}"
+    );
+}
+
+/// A concurrent group where the earlier member fails for good and the later
+/// one gives up unanswered: live, the group is stuck (the unresolved member
+/// decides). A crash before the stuck record recovers stuck too, not rolled
+/// back.
+pub struct GroupUnresolved {
+    holds: Mutex<u32>,
+    unreserved: Mutex<u32>,
+}
+#[saga(input = (), concurrent)]
+impl GroupUnresolved {
+    #[step(compensate = unrefuse)]
+    async fn refuse(&self) -> Result<u32, StepError> {
+        Err(saga::permanent(std::io::Error::other("refused")))
+    }
+    async fn unrefuse(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(compensate = release, retry(attempts = 2, backoff = none, timeout = "100ms"))]
+    async fn hold(&self) -> Result<u32, StepError> {
+        *self.holds.lock().unwrap() += 1;
+        std::future::pending::<()>().await;
+        Ok(0)
+    }
+    async fn release(&self) -> Result<(), StepError> {
+        *self.unreserved.lock().unwrap() += 1;
+        Ok(())
+    }
+    #[step(pivot)]
+    async fn capture(&self, refuse: &u32, hold: &u32) -> Result<(), StepError> {
+        let _ = (refuse, hold);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_left_unresolved_recovers_as_it_ran() {
+    use saga::store::{MemoryStore, Store};
+    use saga::testing::{CrashPoint, CrashingStore};
+    let fresh = || {
+        Arc::new(GroupUnresolved {
+            holds: Mutex::new(0),
+            unreserved: Mutex::new(0),
+        })
+    };
+    // Live, to completion: stuck.
+    let store = MemoryStore::new();
+    let rt = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let live = rt.register(fresh()).run(()).await.unwrap();
+    assert!(matches!(live, Outcome::Stuck(_)), "{live:?}");
+    let id = handle_id(&store).await;
+    let records = store.load(id).await.unwrap().unwrap().records;
+    let last = records.len() as u64 - 1;
+    drop(rt);
+
+    // Again, crashing before the stuck record.
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(last));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let handle = first.register(fresh()).start(()).await.unwrap();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    drop(first);
+    let second = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    second.register(fresh());
+    let report = second.recover().await.unwrap();
+    assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
+}
+
+/// Under `attempts = forever` (here a run's override) a step whose replies
+/// are lost is retried until it answers: never stuck, never rolled back.
+#[tokio::test(start_paused = true)]
+async fn a_step_retried_forever_is_retried_until_it_answers() {
+    let saga = Arc::new(SlowReply {
+        slow_attempts: 5,
+        applied: Mutex::new(Vec::new()),
+        released: Mutex::new(Vec::new()),
+    });
+    let runtime = Runtime::builder().build().await.unwrap();
+    let slow = runtime.register(Arc::clone(&saga));
+    let forever = saga::RetryPolicy::forever()
+        .backoff(saga::Backoff::fixed(Duration::from_millis(10)))
+        .timeout(Duration::from_millis(100));
+    let options = SagaOptions::new().retry("hold", forever);
+    let outcome = slow.run_with((), options).await.unwrap();
+    let outputs = outcome.completed().expect("completed once `hold` answered");
+    assert_eq!(
+        *saga.applied.lock().unwrap(),
+        std::slice::from_ref(&outputs.hold)
+    );
+    assert!(saga.released.lock().unwrap().is_empty());
+}

@@ -50,6 +50,11 @@ pub enum EventKind<'a> {
         error: &'a StepError,
         /// Whether another attempt will follow.
         will_retry: bool,
+        /// Whether the step may have taken effect unseen: this attempt, or
+        /// an earlier one, was cut off by its timeout or by a crash, and
+        /// none has answered since. The saga does not roll back without
+        /// the step's answer (it ends stuck if its attempts run out).
+        outcome_unknown: bool,
     },
     /// Forward progress stopped; compensations follow.
     RollbackStarted {

@@ -127,16 +127,27 @@ pub(crate) enum Position {
     /// Steps `0..next` completed; step `next` runs next, from `attempt`.
     Forward { next: usize, attempt: u32 },
     /// A recovered run goes on forward: each unfinished step from the
-    /// attempt after its last failed one, and, if an attempt of it may have
-    /// taken effect unseen (cut off by a timeout or a crash), not given up
-    /// on for a stop requested before it answers (see `forward`).
+    /// attempt after its last failed one. A step an attempt of which may
+    /// have taken effect unseen (cut off by a timeout or a crash) is not
+    /// stopped by cancellation or the deadline before it answers (see
+    /// `forward`).
     Resume(Box<ResumeAt>),
-    /// Step `step` gave up but what follows was not recorded yet: roll back,
-    /// or, past the pivot or if the step's outcome is unknown (the last
-    /// field), become stuck.
-    Failed(Box<(usize, Failure, bool)>),
+    /// A step gave up but what follows was not recorded yet: roll back,
+    /// or, past the pivot or if the step's outcome is unknown, become stuck.
+    Failed(Box<GaveUp>),
     /// Rollback was decided and is under way.
     Rollback(Box<RollbackAt>),
+}
+
+/// A step that gave up, as its log tells.
+pub(crate) struct GaveUp {
+    /// The step.
+    pub(crate) step: usize,
+    /// How it failed.
+    pub(crate) failure: Failure,
+    /// Its outcome is unknown and it may not be rolled back without it
+    /// (see [`unresolved_if_unknown`]): the saga is stuck.
+    pub(crate) unresolved: bool,
 }
 
 /// Where a recovered run goes on forward.
@@ -209,7 +220,8 @@ enum Halt {
     Journal(Error),
     /// Roll back every completed step, recording the decision first.
     RollBack(Cause),
-    /// A step past the pivot failed for good: the saga is stuck.
+    /// A step past the pivot failed for good, or one whose outcome is
+    /// unknown ran out of attempts: the saga is stuck.
     Stuck(Failure),
     /// A rollback the log had already decided goes on.
     Resume(Box<RollbackAt>),
@@ -264,7 +276,11 @@ impl<S: Saga> Run<'_, S> {
                     self.forward_from(&mut state, next, attempt, Some(at)).await
                 }
                 Position::Failed(failed) => {
-                    let (step, failure, unresolved) = *failed;
+                    let GaveUp {
+                        step,
+                        failure,
+                        unresolved,
+                    } = *failed;
                     let past_pivot = S::definition().steps()[..step]
                         .iter()
                         .any(|s| s.kind() == StepKind::Pivot);
@@ -529,10 +545,8 @@ impl<S: Saga> Run<'_, S> {
                 // its attempts; if they run out first, the saga is stuck, for a
                 // person to find out whether the effect happened.
                 unknown |= error.is_timeout();
-                let unresolved = unknown
-                    && error.is_retryable()
-                    && !past_pivot
-                    && def.steps()[i].kind() != StepKind::Readonly;
+                let unresolved =
+                    error.is_retryable() && unresolved_if_unknown(def, i, past_pivot) && unknown;
                 let exhausted = !policy.allows_attempt(attempt + 1);
                 let will_retry = error.is_retryable() && !exhausted;
                 tracing::warn!(parent: self.innermost(&span), error = %error, will_retry, "step failed");
@@ -541,6 +555,7 @@ impl<S: Saga> Run<'_, S> {
                     attempt,
                     error: &error,
                     will_retry,
+                    outcome_unknown: unknown,
                 };
                 note!(self, failed);
                 if !will_retry {
@@ -883,9 +898,6 @@ impl<S: Saga> Run<'_, S> {
     }
 }
 
-/// Orders the report's undone steps last step first. Only a resumed
-/// rollback needs it: it lists the steps undone before the crash first,
-/// and in a concurrent group a step may have been undone before a later one.
 /// The attempt step `j` starts from: where a recovered run left it, or
 /// `attempt` for the step a run starts at, or the first.
 fn attempt_of(resume: Option<&ResumeAt>, j: usize, first: usize, attempt: u32) -> u32 {
@@ -902,6 +914,17 @@ fn unknown_of(resume: Option<&ResumeAt>, j: usize) -> bool {
     resume.is_some_and(|at| at.unknown.get(j).copied().unwrap_or(false))
 }
 
+/// Whether step `i`, if its outcome is unknown (an attempt may have taken
+/// effect unseen), may not be rolled back without its answer: it changes
+/// things (not readonly) and the saga can still roll back (not past the
+/// pivot). The live run and the replay of its log both ask this.
+pub(crate) fn unresolved_if_unknown(def: &crate::Definition, i: usize, past_pivot: bool) -> bool {
+    !past_pivot && def.steps()[i].kind() != StepKind::Readonly
+}
+
+/// Orders the report's undone steps last step first. Only a resumed
+/// rollback needs it: it lists the steps undone before the crash first,
+/// and in a concurrent group a step may have been undone before a later one.
 fn last_first(def: &crate::Definition, names: &mut [&'static str], resumed: bool) {
     if resumed {
         names.sort_by_key(|name| {
@@ -998,13 +1021,17 @@ fn entry_of<S: Saga>(
             attempt,
             error,
             will_retry,
+            outcome_unknown,
         } => Entry::StepFailed {
             step: step.to_string(),
             attempt,
             error: error.chain_string(),
             retryable: error.is_retryable(),
             will_retry,
-            outcome_unknown: error.is_timeout(),
+            // What the run knows, not only this error: a step cut off by a
+            // crash and then refused as unavailable is still unknown, and
+            // a replay after another crash must know it too.
+            outcome_unknown,
         },
         EventKind::RollbackStarted { cause } => Entry::RollbackStarted {
             cause: CauseSnapshot::of(cause),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::executor::{Position, ResumeAt, RollbackAt};
+use crate::executor::{GaveUp, Position, ResumeAt, RollbackAt, unresolved_if_unknown};
 use crate::log::{Entry, RetryOverride};
 use crate::store::StoredSaga;
 use crate::{Error, Failure, Phase, Saga, SagaId};
@@ -202,6 +202,11 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
     }
 
     let next = steps.iter().position(|s| !s.completed).unwrap_or(n);
+    let past_pivot = |j: usize| {
+        def.steps()[..j]
+            .iter()
+            .any(|s| s.kind() == crate::StepKind::Pivot)
+    };
     let failure = |i: usize, phase: Phase, attempts: u32| {
         let step = &def.steps()[i];
         let (error, retryable) = steps[i].last_error.clone().unwrap_or_default();
@@ -221,7 +226,11 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
     // saga was stuck on it, its outcome unknown): they found it had no
     // effect, or undid it, so the saga rolls back without it.
     let cause = cause.or_else(|| {
-        let j = (0..n).find(|&j| steps[j].compensated && !steps[j].completed)?;
+        let j = (0..n).find(|&j| {
+            steps[j].compensated
+                && !steps[j].completed
+                && unresolved_if_unknown(def, j, past_pivot(j))
+        })?;
         let attempts = steps[j].started.max(1);
         Some(crate::Cause::StepFailed(failure(
             j,
@@ -261,19 +270,31 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             // A step that gave up (in a concurrent group it need not be the
             // first unfinished one) decides; otherwise the first unfinished
             // step goes on from its last failed attempt.
-            let gave_up =
-                (0..n).find(|&j| !steps[j].completed && matches!(steps[j].failed, Some((_, true))));
-            match gave_up {
-                Some(j) => {
+            let mut gave_up: Vec<GaveUp> = (0..n)
+                .filter(|&j| !steps[j].completed && matches!(steps[j].failed, Some((_, true))))
+                .map(|j| {
                     let attempts = steps[j].failed.map_or(1, |(a, _)| a);
                     let failure = failure(j, Phase::Forward, attempts);
                     // Gave up with its outcome unknown: stuck, as the live
-                    // run would have ended (see `executor::forward`).
+                    // run ends (see `executor::forward`).
                     let unresolved = steps[j].unknown
                         && failure.retryable
-                        && def.steps()[j].kind() != crate::StepKind::Readonly;
-                    Position::Failed(Box::new((j, failure, unresolved)))
-                }
+                        && unresolved_if_unknown(def, j, past_pivot(j));
+                    GaveUp {
+                        step: j,
+                        failure,
+                        unresolved,
+                    }
+                })
+                .collect();
+            // As the live run decides a group: one left unresolved first,
+            // then the first in step order.
+            let decides = match gave_up.iter().position(|g| g.unresolved) {
+                Some(k) => Some(gave_up.swap_remove(k)),
+                None => gave_up.into_iter().next(),
+            };
+            match decides {
+                Some(gave_up) => Position::Failed(Box::new(gave_up)),
                 None => {
                     // An attempt started and never reported ran into the
                     // crash: it may have taken effect. So may one whose

@@ -799,9 +799,9 @@ impl<S: Saga> Resumable for ByName<S> {
         let replayed = recovery::replay::<S>(stored)?;
         // Stuck on this step, which never answered: marking it says it had
         // no effect (or that it was undone by hand), and the saga rolls back.
-        if let Position::Failed(failed) = &replayed.position
-            && failed.0 == i
-            && failed.2
+        if let Position::Failed(gave_up) = &replayed.position
+            && gave_up.step == i
+            && gave_up.unresolved
         {
             return Ok(());
         }
