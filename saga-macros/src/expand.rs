@@ -3,7 +3,7 @@
 //! values their parameter names ask for.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
-use quote::{ToTokens, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ItemImpl;
 use syn::spanned::Spanned;
 
@@ -163,13 +163,21 @@ fn generate(
     let names: Vec<_> = saga.steps.iter().map(|s| s.name).collect();
     let name_strs: Vec<String> = names.iter().map(|n| ast::name_string(n)).collect();
     let tys: Vec<_> = saga.steps.iter().map(|s| output_type(&s.sig)).collect();
+    // Each output type, and the input type, named once by an alias whose
+    // definition carries the user's tokens: code spanned elsewhere (at a
+    // parameter) refers to the alias, so a type that does not resolve is
+    // reported only where it is written.
+    let ty_aliases: Vec<syn::Ident> = (0..steps.len())
+        .map(|i| format_ident!("__SagaOutput{i}"))
+        .collect();
+    let input_alias = format_ident!("__SagaInput");
     let indices: Vec<usize> = (0..steps.len()).collect();
     let arg_cx = ArgCx {
         saga_name: &saga_name,
         names: &names,
         name_strs: &name_strs,
-        tys: &tys,
-        input_ty,
+        ty_aliases: &ty_aliases,
+        input_alias: &input_alias,
     };
     let count = steps.len();
     let groups = groups(saga, steps);
@@ -312,6 +320,13 @@ fn generate(
                 UncheckedDeserialize as _, UncheckedSerialize as _, ViaClassify as _,
                 ViaDefault as _, ViaDeserialize as _, ViaSerialize as _,
             };
+
+            #[allow(dead_code)]
+            type #input_alias = #input_ty;
+            #(
+                #[allow(dead_code)]
+                type #ty_aliases = #tys;
+            )*
 
             #[doc(hidden)]
             #[derive(Default)]
@@ -457,8 +472,9 @@ struct ArgCx<'a> {
     saga_name: &'a str,
     names: &'a [&'a syn::Ident],
     name_strs: &'a [String],
-    tys: &'a [TokenStream],
-    input_ty: &'a syn::Type,
+    /// The aliases naming each step's output type, and the input type.
+    ty_aliases: &'a [syn::Ident],
+    input_alias: &'a syn::Ident,
 }
 
 /// The expression fetching one argument. The value is fetched first and
@@ -471,18 +487,18 @@ fn arg_expr(arg: &Arg, a: &ArgCx) -> TokenStream {
     let ty = arg.param.ty;
     let span = ty.span();
     let (value, received) = match arg.source {
-        Source::Input => (quote!(input), a.input_ty.to_token_stream()),
+        Source::Input => (quote!(input), a.input_alias.to_token_stream()),
         Source::Cx => (quote!(cx), quote!(::saga::__private::StepContext)),
         Source::Step { index, by_value } => {
             let field = a.names[index];
             let step = &a.name_strs[index];
             let saga_name = a.saga_name;
-            let out = &a.tys[index];
+            let out = a.ty_aliases[index].to_token_stream();
             let borrowed = quote!(::saga::__private::dependency(&state.#field, #saga_name, #step));
             if by_value {
                 // Named at the parameter, where a missing `Clone` or a
                 // different type is reported.
-                let out_here = respan(out.clone(), span);
+                let out_here = respan(out, span);
                 let convert = quote_spanned!(span=>
                     <#ty as ::saga::__private::Param<#out_here>>::from_arg(
                         ::saga::__private::clone_output::<#out_here>(__saga_value)
@@ -493,7 +509,7 @@ fn arg_expr(arg: &Arg, a: &ArgCx) -> TokenStream {
                     #convert
                 }};
             }
-            (borrowed, out.clone())
+            (borrowed, out)
         }
     };
     let syn::Type::Reference(reference) = ty else {
