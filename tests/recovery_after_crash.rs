@@ -598,8 +598,8 @@ async fn a_deadline_that_passed_while_down_rolls_the_recovered_saga_back() {
 }
 
 /// A step the crash cut off may have taken effect: past the deadline, it is
-/// still run again until it answers (within its attempts), so that its compensation can undo it,
-/// and only then does the saga roll back.
+/// still run again until it answers (within its attempts), so that its
+/// compensation can undo it, and only then does the saga roll back.
 #[tokio::test]
 async fn past_the_deadline_a_step_cut_off_by_the_crash_is_resolved_before_rolling_back() {
     let durable = MemoryStore::new();

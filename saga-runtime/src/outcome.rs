@@ -24,8 +24,9 @@ pub enum Outcome<O> {
     Completed(O),
     /// Forward progress stopped and every completed step was compensated.
     Compensated(Report),
-    /// A compensation (or a step after the pivot) gave up: the saga is
-    /// neither whole nor undone and needs an operator.
+    /// A compensation gave up, or a step after the pivot, or a step whose
+    /// outcome is unknown (an attempt may have acted unseen) ran out of
+    /// attempts: the saga is neither whole nor undone and needs an operator.
     Stuck(Report),
 }
 
