@@ -34,7 +34,7 @@ use app::{Config, Summary};
 
 /// Transfers between two banks with durable sagas.
 #[derive(Parser, Debug)]
-#[command(about, long_about = None)]
+#[command(long_about = None)]
 struct Cli {
     /// Accounts per bank.
     #[arg(long, default_value_t = 300)]
@@ -52,8 +52,9 @@ struct Cli {
     /// step times out and is retried under the same key.
     #[arg(long, default_value_t = 0.005, value_parser = rate)]
     timeout_rate: f64,
-    /// Chance that a compensating call fails (retried).
-    #[arg(long, default_value_t = 0.05, value_parser = rate)]
+    /// Chance that a compensating call fails (retried until it succeeds, so
+    /// below 1).
+    #[arg(long, default_value_t = 0.05, value_parser = rate_below_one)]
     compensation_error_rate: f64,
     /// Abort the process after this many durable saga-log records.
     #[arg(long)]
@@ -76,6 +77,17 @@ fn rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
         _ => Err(format!("`{text}` is not a rate from 0 to 1")),
+    }
+}
+
+/// A rate below 1: compensations are retried until they succeed, so one
+/// that always fails would never let the run end.
+fn rate_below_one(text: &str) -> Result<f64, String> {
+    match rate(text)? {
+        r if r < 1.0 => Ok(r),
+        _ => Err(format!(
+            "`{text}`: a compensation that always fails is retried forever; give a rate below 1"
+        )),
     }
 }
 
@@ -109,7 +121,7 @@ async fn inspect(dir: &std::path::Path, id: SagaId) -> Result<ExitCode, String> 
             path.display()
         ));
     }
-    let store = SqliteStore::open(&path).map_err(|e| e.to_string())?;
+    let store = SqliteStore::open_existing(&path).map_err(|e| e.to_string())?;
     let stored = store
         .load(id)
         .await
@@ -136,6 +148,9 @@ async fn transfer(cli: Cli) -> Result<ExitCode, String> {
     };
     if config.accounts < 2 {
         return Err("--accounts must be at least 2".into());
+    }
+    if config.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
     }
     println!(
         "{} {} transfers between {} accounts at two banks in {} ({} in flight)",

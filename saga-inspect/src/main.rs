@@ -107,6 +107,12 @@ fn parse_age(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
+/// The time `age` ago, in ms since the Unix epoch (the epoch itself for an
+/// age longer than that).
+fn ago_ms(age: Duration) -> u64 {
+    now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -137,10 +143,16 @@ async fn open(db: &str, schema: &str) -> Result<Arc<dyn Store>, String> {
             .map_err(|e| e.to_string())?;
         return Ok(Arc::new(store));
     }
+    if Path::new(db).is_dir() {
+        return Err(format!("{db}: a directory, not a saga log file"));
+    }
     if !Path::new(db).is_file() {
         return Err(format!("{db}: no such file"));
     }
-    Ok(Arc::new(SqliteStore::open(db).map_err(|e| e.to_string())?))
+    // Never turns another file into a log, nor upgrades an older one.
+    Ok(Arc::new(
+        SqliteStore::open_existing(db).map_err(|e| e.to_string())?,
+    ))
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -161,8 +173,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 let filter = ListFilter {
                     state: state.map(SagaState::from),
                     name,
-                    created_after_ms: since
-                        .map(|age| now_ms().saturating_sub(age.as_millis() as u64)),
+                    created_after_ms: since.map(ago_ms),
                     limit: Some(limit),
                 };
                 let sagas = store.list(filter).await.map_err(|e| e.to_string())?;
@@ -210,7 +221,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 Ok(())
             }
             Command::Prune { older_than } => {
-                let before = now_ms().saturating_sub(older_than.as_millis() as u64);
+                let before = ago_ms(older_than);
                 let removed = store.prune(before).await.map_err(|e| e.to_string())?;
                 println!("pruned {removed} finished sagas");
                 Ok(())

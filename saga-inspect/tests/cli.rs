@@ -228,3 +228,84 @@ async fn reads_a_postgresql_log_too() {
     assert!(table.contains("bank B unavailable"), "{table}");
     assert!(table.contains("mermaid"), "{table}");
 }
+
+/// Reading never writes: a file that is not a saga log is refused and left
+/// as it was, and so is a log at an older schema (older workers may still
+/// write it).
+#[test]
+fn refuses_other_files_and_older_logs_without_touching_them() {
+    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let tables = |db: &Path| -> Vec<String> {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+
+    let bank = dir.0.join("bank.db");
+    rusqlite::Connection::open(&bank)
+        .unwrap()
+        .execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY, cents INTEGER)")
+        .unwrap();
+    let refused = inspect(&bank, &["list"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("not a saga log"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(tables(&bank), ["accounts"]);
+
+    let old = dir.0.join("old.db");
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE saga_schema (version INTEGER NOT NULL);
+             INSERT INTO saga_schema (version) VALUES (1);",
+        )
+        .unwrap();
+    let refused = inspect(&old, &["list"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("schema version 1"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(tables(&old), ["saga_schema"]);
+
+    let refused = inspect(&dir.0, &["list"]);
+    assert!(
+        text(&refused.stderr).contains("a directory"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+/// An age longer than the clock has run is "everything", not a wrapped
+/// number of milliseconds: pruning finished sagas older than it prunes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_age_past_the_epoch_prunes_nothing_and_lists_everything() {
+    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("sagas.db");
+    let (undone, _) = write_log(&SqliteStore::open(&db).unwrap()).await;
+    let huge = "18446744073709552s";
+    let list = inspect(
+        &db,
+        &["list", "--since", huge, "--limit", "18446744073709551615"],
+    );
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert!(text(&list.stdout).contains(&undone.to_string()));
+    let prune = inspect(&db, &["prune", "--older-than", huge]);
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    assert!(
+        text(&prune.stdout).contains("pruned 0"),
+        "{}",
+        text(&prune.stdout)
+    );
+}

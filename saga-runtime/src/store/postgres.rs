@@ -328,9 +328,10 @@ impl PostgresBuilder {
         self
     }
 
-    /// Whether to create the schema and its tables if missing (default
-    /// true). A tool that only reads a log sets it false, so that a
-    /// mistyped schema is an error instead of an empty new log.
+    /// Whether to create the schema and its tables if missing, or upgrade
+    /// them if older (default true). A tool that only reads a log sets it
+    /// false, so that a mistyped schema is an error instead of an empty new
+    /// log, and a log older workers still write is left as it is.
     pub fn create(mut self, create: bool) -> Self {
         self.create = create;
         self
@@ -700,6 +701,16 @@ async fn migrate(client: &mut Client, schema: &str, create: bool) -> Result<(), 
     }
     if found == SCHEMA_VERSION {
         return tx.commit().await.map_err(backend);
+    }
+    if !create {
+        // A tool that reads logs does not upgrade one that older workers
+        // may still be writing.
+        tx.rollback().await.map_err(backend)?;
+        return Err(StoreError::Backend(format!(
+            "PostgreSQL schema `{schema}` holds a saga log at schema version {found}, older than \
+             this version's {SCHEMA_VERSION}: a worker of this version upgrades it when it \
+             connects, once every worker writing it runs this version"
+        )));
     }
     let Ok(from) = usize::try_from(found) else {
         tx.rollback().await.map_err(backend)?;

@@ -128,6 +128,68 @@ fn backend(e: rusqlite::Error) -> StoreError {
 }
 
 impl SqliteStore {
+    /// Opens the saga log at `path` only if it is one already, at this
+    /// version's schema: what a tool that reads logs wants (it must not
+    /// turn another file into a log, nor upgrade a log older workers still
+    /// write). Nothing is written to open it.
+    ///
+    /// ```
+    /// use saga_runtime::store::SqliteStore;
+    /// let dir = std::env::temp_dir().join(format!("saga-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let other = dir.join("other.db");
+    /// rusqlite::Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+    /// let refused = SqliteStore::open_existing(&other).err().unwrap();
+    /// assert!(refused.to_string().contains("not a saga log"), "{refused}");
+    /// drop(SqliteStore::open(dir.join("sagas.db")).unwrap()); // creates one
+    /// assert!(SqliteStore::open_existing(dir.join("sagas.db")).is_ok());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref();
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let refuse =
+            |message: String| StoreError::Backend(format!("{}: {message}", path.display()));
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| refuse(e.to_string()))?;
+        let has_schema: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saga_schema')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| refuse(e.to_string()))?;
+        if !has_schema {
+            return Err(refuse(
+                "not a saga log (it has no `saga_schema` table)".into(),
+            ));
+        }
+        let found: Option<i64> = conn
+            .query_row("SELECT version FROM saga_schema", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| refuse(e.to_string()))?;
+        match found {
+            Some(SCHEMA_VERSION) => {}
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    path: path.display().to_string(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            found => {
+                return Err(refuse(format!(
+                    "a saga log at schema version {}, older than this version's {SCHEMA_VERSION}: \
+                     upgrade it by opening it with the runtime (`SqliteStore::open`), once \
+                     every worker writing it runs this version",
+                    found.unwrap_or(0)
+                )));
+            }
+        }
+        drop(conn);
+        SqliteStore::open(path)
+    }
+
     /// Opens (or creates) the store at `path`, migrating an older schema and
     /// refusing a newer one.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
@@ -636,6 +698,8 @@ impl Store for SqliteStore {
             }
             sql.push_str(" ORDER BY created_ms DESC, id");
             if let Some(limit) = filter.limit {
+                // SQLite's limit is an i64: a larger one is no limit.
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 sql.push_str(&format!(" LIMIT {limit}"));
             }
             let mut stmt = conn.prepare(&sql)?;
