@@ -476,3 +476,80 @@ async fn a_member_failing_for_good_ends_a_sibling_retried_forever() {
     let (saga, _) = refused_in_a_group(true, RetryPolicy::forever()).await;
     assert_eq!(saga.attempts.lock().unwrap().len(), 2);
 }
+
+/// `quick` refuses for good at once; `slow` takes effect, then answers a
+/// second later. Effects outlive a crash (they are the world's).
+pub struct Race {
+    effects: Arc<Mutex<Vec<String>>>,
+}
+
+#[saga(input = u32, concurrent)]
+impl Race {
+    #[step(compensate = undo_quick)]
+    async fn quick(&self) -> Result<u32, StepError> {
+        Err(saga::permanent(std::io::Error::other("refused")))
+    }
+    async fn undo_quick(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(compensate = undo_slow)]
+    async fn slow(&self, input: &u32) -> Result<u32, StepError> {
+        self.effects.lock().unwrap().push(format!("slow {input}"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(*input)
+    }
+    async fn undo_slow(&self, slow: &u32) -> Result<(), StepError> {
+        self.effects
+            .lock()
+            .unwrap()
+            .push(format!("undo slow {slow}"));
+        Ok(())
+    }
+    #[step(pivot)]
+    async fn finish(&self, quick: &u32, slow: &u32) -> Result<u32, StepError> {
+        Ok(quick + slow)
+    }
+}
+
+/// A crash after one member of a group gave up but while another's attempt
+/// was still running: that attempt may have acted, so recovery finds out
+/// (it runs it again, same key) before rolling back, and undoes it.
+#[tokio::test(start_paused = true)]
+async fn a_crash_while_a_sibling_of_a_failed_member_runs_undoes_that_sibling_too() {
+    use saga::store::MemoryStore;
+    use saga::testing::{CrashPoint, CrashingStore};
+    let effects = Arc::new(Mutex::new(Vec::new()));
+    // created (0), two starts (1, 2), quick gave up (3), slow succeeded (4):
+    // crash before 4.
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(4));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let race = first.register(Arc::new(Race {
+        effects: Arc::clone(&effects),
+    }));
+    let handle = race.start(7).await.unwrap();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    assert_eq!(*effects.lock().unwrap(), ["slow 7"]);
+    let second = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    second.register(Arc::new(Race {
+        effects: Arc::clone(&effects),
+    }));
+    let report = second.recover().await.unwrap();
+    assert_eq!(report.compensated, 1, "{report:?}");
+    let effects = effects.lock().unwrap().clone();
+    assert!(
+        effects.contains(&"undo slow 7".to_string()),
+        "slow's effect was left in place: {effects:?}"
+    );
+}

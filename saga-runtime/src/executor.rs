@@ -158,6 +158,11 @@ pub(crate) struct ResumeAt {
     pub(crate) attempts: Vec<u32>,
     /// Per step, whether an earlier attempt's outcome is unknown.
     pub(crate) unknown: Vec<bool>,
+    /// A member of the group at `next` that gave up before the crash, while
+    /// siblings' attempts may have acted unseen: those are run again until
+    /// they answer, and then the group stops as the member that gave up
+    /// says.
+    pub(crate) gave_up: Option<GaveUp>,
 }
 
 /// Where a recovered rollback stands.
@@ -349,7 +354,28 @@ impl<S: Saga> Run<'_, S> {
                 {
                     return Err(Box::new(Halt::RollBack(cause)));
                 }
-                let stop = if end - i == 1 {
+                let stop = if let Some(gave_up) = at.and_then(|at| at.gave_up.as_ref()) {
+                    let attempt_of = |j| attempt_of(at, j, first, attempt);
+                    let unknown_of = |j| unknown_of(at, j);
+                    let group = self.forward_group(
+                        i..end,
+                        state,
+                        past_pivot,
+                        attempt_of,
+                        unknown_of,
+                        Some(gave_up.step),
+                    );
+                    let stop = Box::pin(group).await;
+                    // One the rerun left unresolved decides; otherwise the
+                    // member that gave up does.
+                    Some(match stop {
+                        Some(stop) if matches!(*stop, Stop::Unresolved(_)) => stop,
+                        _ => Box::new(match gave_up.unresolved {
+                            true => Stop::Unresolved(gave_up.failure.clone()),
+                            false => Stop::Failed(gave_up.failure.clone()),
+                        }),
+                    })
+                } else if end - i == 1 {
                     // One step: awaited in place, no allocation.
                     match self
                         .forward(
@@ -372,7 +398,7 @@ impl<S: Saga> Run<'_, S> {
                     let attempt_of = |j| attempt_of(at, j, first, attempt);
                     let unknown_of = |j| unknown_of(at, j);
                     let group =
-                        self.forward_group(i..end, state, past_pivot, attempt_of, unknown_of);
+                        self.forward_group(i..end, state, past_pivot, attempt_of, unknown_of, None);
                     Box::pin(group).await
                 };
                 if let Some(stop) = stop {
@@ -417,7 +443,10 @@ impl<S: Saga> Run<'_, S> {
     /// attempt running finishes, so that nothing is left half-way. A member
     /// left unresolved decides the group's stop (rolling back could orphan
     /// its effect); otherwise the first stop, in step order, of those not
-    /// withdrawn.
+    /// withdrawn. `gave_up`, when recovering, is a member that gave up
+    /// before the crash: it is not run, the others start as withdrawn, and
+    /// only those whose attempt may have acted unseen run, until they
+    /// answer.
     async fn forward_group(
         &self,
         steps: std::ops::Range<usize>,
@@ -425,12 +454,17 @@ impl<S: Saga> Run<'_, S> {
         past_pivot: bool,
         attempt_of: impl Fn(usize) -> u32,
         unknown_of: impl Fn(usize) -> bool,
+        gave_up: Option<usize>,
     ) -> Option<Box<Stop>> {
         let stopped = CancelSignal::default();
+        if gave_up.is_some() {
+            stopped.cancel();
+        }
+        let runs_again = |j: usize| gave_up.is_none() || (Some(j) != gave_up && unknown_of(j));
         let results = {
             let (shared, stopped): (&S::State, _) = (state, &stopped);
             let runs = steps
-                .filter(|&j| !S::__has_output(shared, j))
+                .filter(|&j| !S::__has_output(shared, j) && runs_again(j))
                 .map(|j| {
                     let (attempt, unknown) = (attempt_of(j), unknown_of(j));
                     Box::pin(async move {

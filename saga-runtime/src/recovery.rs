@@ -293,29 +293,47 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
                 Some(k) => Some(gave_up.swap_remove(k)),
                 None => gave_up.into_iter().next(),
             };
+            // An attempt started and never reported ran into the crash: it
+            // may have taken effect. So may one whose start record the crash
+            // caught before it was durable (runs do not wait for starts):
+            // every unfinished step of the group that was running counts as
+            // started, but for one that gave up.
+            let running = def.steps().get(next).map(|s| s.group());
+            for (j, s) in steps.iter_mut().enumerate() {
+                let last_failed = s.failed.map_or(0, |(a, _)| a);
+                let gave_up = matches!(s.failed, Some((_, true)));
+                let in_flight = Some(def.steps()[j].group()) == running && !gave_up;
+                s.unknown |= !s.completed && (s.started > last_failed || in_flight);
+            }
+            let resume = |gave_up: Option<GaveUp>| {
+                Position::Resume(Box::new(ResumeAt {
+                    next,
+                    attempts: steps
+                        .iter()
+                        .map(|s| s.failed.map_or(1, |(a, _)| a + 1))
+                        .collect(),
+                    unknown: steps.iter().map(|s| s.unknown).collect(),
+                    gave_up,
+                }))
+            };
             match decides {
-                Some(gave_up) => Position::Failed(Box::new(gave_up)),
-                None => {
-                    // An attempt started and never reported ran into the
-                    // crash: it may have taken effect. So may one whose
-                    // start record the crash caught before it was durable
-                    // (runs do not wait for starts): every unfinished step
-                    // of the group that was running counts as started.
-                    let running = def.steps().get(next).map(|s| s.group());
-                    for (j, s) in steps.iter_mut().enumerate() {
-                        let last_failed = s.failed.map_or(0, |(a, _)| a);
-                        let in_flight = Some(def.steps()[j].group()) == running;
-                        s.unknown |= !s.completed && (s.started > last_failed || in_flight);
-                    }
-                    Position::Resume(Box::new(ResumeAt {
-                        next,
-                        attempts: steps
-                            .iter()
-                            .map(|s| s.failed.map_or(1, |(a, _)| a + 1))
-                            .collect(),
-                        unknown: steps.iter().map(|s| s.unknown).collect(),
-                    }))
+                // A sibling of the step that gave up may have acted unseen:
+                // the live run would have waited for its answer, so the
+                // recovered one asks again before it stops.
+                Some(gave_up)
+                    if (0..n).any(|j| {
+                        j != gave_up.step
+                            && def.steps()[j].group() == def.steps()[gave_up.step].group()
+                            && !steps[j].completed
+                            && steps[j].unknown
+                            && !matches!(steps[j].failed, Some((_, true)))
+                            && unresolved_if_unknown(def, j, past_pivot(j))
+                    }) =>
+                {
+                    resume(Some(gave_up))
                 }
+                Some(gave_up) => Position::Failed(Box::new(gave_up)),
+                None => resume(None),
             }
         }
     };
