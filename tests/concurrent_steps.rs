@@ -553,3 +553,276 @@ async fn a_crash_while_a_sibling_of_a_failed_member_runs_undoes_that_sibling_too
         "slow's effect was left in place: {effects:?}"
     );
 }
+
+/// `quick` refuses for good at once; `flaky` times out once, then refuses
+/// for good (it gave up, its outcome flagged unknown); `slow` is running at
+/// the crash.
+pub struct Race2 {
+    effects: Arc<Mutex<Vec<String>>>,
+}
+
+#[saga(input = u32, concurrent)]
+impl Race2 {
+    #[step(compensate = undo_quick)]
+    async fn quick(&self) -> Result<u32, StepError> {
+        Err(saga::permanent(std::io::Error::other("refused")))
+    }
+    async fn undo_quick(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(compensate = undo_flaky, retry(attempts = 2, backoff = none, timeout = "100ms"))]
+    async fn flaky(&self, cx: &StepContext) -> Result<u32, StepError> {
+        let n = {
+            let mut e = self.effects.lock().unwrap();
+            e.push(format!("flaky attempt {}", cx.attempt()));
+            e.iter().filter(|s| s.starts_with("flaky attempt")).count()
+        };
+        if n == 1 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        if n >= 3 {
+            // A third call: what a step that gave up must never get.
+            return Ok(3);
+        }
+        Err(saga::permanent(std::io::Error::other("flaky refused")))
+    }
+    async fn undo_flaky(&self) -> Result<(), StepError> {
+        self.effects.lock().unwrap().push("undo flaky".into());
+        Ok(())
+    }
+    #[step(compensate = undo_slow)]
+    async fn slow(&self, input: &u32) -> Result<u32, StepError> {
+        self.effects.lock().unwrap().push(format!("slow {input}"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(*input)
+    }
+    async fn undo_slow(&self, slow: &u32) -> Result<(), StepError> {
+        self.effects
+            .lock()
+            .unwrap()
+            .push(format!("undo slow {slow}"));
+        Ok(())
+    }
+    #[step(pivot)]
+    async fn finish(&self, quick: &u32, flaky: &u32, slow: &u32) -> Result<u32, StepError> {
+        Ok(quick + flaky + slow)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_never_reruns_a_second_member_that_gave_up() {
+    use saga::store::MemoryStore;
+    use saga::testing::{CrashPoint, CrashingStore};
+    let effects = Arc::new(Mutex::new(Vec::new()));
+    // created, three starts, quick gave up, flaky failed (timed out),
+    // flaky started again, flaky gave up (7): crash before slow's success.
+    let point: u64 = 8;
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(point));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let race = first.register(Arc::new(Race2 {
+        effects: Arc::clone(&effects),
+    }));
+    let handle = race.start(7).await.unwrap();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    let second = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    second.register(Arc::new(Race2 {
+        effects: Arc::clone(&effects),
+    }));
+    let report = second.recover().await.unwrap();
+    // `slow` ran again and was undone with the rest; `flaky` was not run.
+    assert_eq!(report.compensated, 1, "{report:?}");
+    let effects = effects.lock().unwrap().clone();
+    assert!(effects.contains(&"undo slow 7".to_string()), "{effects:?}");
+    let flaky_calls = effects
+        .iter()
+        .filter(|s| s.starts_with("flaky attempt"))
+        .count();
+    assert_eq!(flaky_calls, 2, "a step that gave up ran again: {effects:?}");
+}
+
+/// A store whose append of `slow`'s success commits but answers an error
+/// (a flush failed after the commit: the run must halt then).
+#[derive(Clone)]
+struct LostAnswer {
+    inner: saga::store::MemoryStore,
+}
+
+impl saga::store::Store for LostAnswer {
+    fn append(
+        &self,
+        records: Vec<saga::log::Record>,
+    ) -> saga::store::BoxFuture<'_, Result<(), saga::store::StoreError>> {
+        let lose = records.iter().any(
+            |r| matches!(&r.entry, saga::log::Entry::StepSucceeded { step, .. } if step == "slow"),
+        );
+        let inner = self.inner.append(records);
+        Box::pin(async move {
+            inner.await?;
+            if lose {
+                return Err(saga::store::StoreError::Backend("flush failed".into()));
+            }
+            Ok(())
+        })
+    }
+    fn load(
+        &self,
+        id: saga::SagaId,
+    ) -> saga::store::BoxFuture<'_, Result<Option<saga::store::StoredSaga>, saga::store::StoreError>>
+    {
+        self.inner.load(id)
+    }
+    fn unfinished_page(
+        &self,
+        after: Option<saga::SagaId>,
+        limit: usize,
+    ) -> saga::store::BoxFuture<'_, Result<Vec<saga::store::StoredSaga>, saga::store::StoreError>>
+    {
+        self.inner.unfinished_page(after, limit)
+    }
+    fn list(
+        &self,
+        filter: saga::store::ListFilter,
+    ) -> saga::store::BoxFuture<'_, Result<Vec<saga::store::SagaSummary>, saga::store::StoreError>>
+    {
+        self.inner.list(filter)
+    }
+    fn prune(
+        &self,
+        before_ms: u64,
+    ) -> saga::store::BoxFuture<'_, Result<u64, saga::store::StoreError>> {
+        self.inner.prune(before_ms)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_error_in_a_recovered_rerun_halts_instead_of_rolling_back() {
+    use saga::store::{MemoryStore, Store};
+    use saga::testing::{CrashPoint, CrashingStore};
+    let effects = Arc::new(Mutex::new(Vec::new()));
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(4));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let race = first.register(Arc::new(Race {
+        effects: Arc::clone(&effects),
+    }));
+    let handle = race.start(7).await.unwrap();
+    let id = handle.id();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    let second = Runtime::builder()
+        .store(LostAnswer {
+            inner: durable.clone(),
+        })
+        .build()
+        .await
+        .unwrap();
+    second.register(Arc::new(Race {
+        effects: Arc::clone(&effects),
+    }));
+    let report = second.recover().await.unwrap();
+    // The run halted on the store's error: the saga is left running, for
+    // the next recovery, not rolled back past `slow`'s logged success.
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let stored = durable.load(id).await.unwrap().unwrap();
+    assert_eq!(stored.summary.state, saga::log::SagaState::Running);
+    let effects = effects.lock().unwrap().clone();
+    assert!(
+        !effects.iter().any(|e| e.starts_with("undo")),
+        "{effects:?}"
+    );
+}
+
+/// `busy` fails retryably (its outcome known) and waits to retry; `quick`
+/// then refuses for good, which withdraws `busy`.
+pub struct Race3 {
+    effects: Arc<Mutex<Vec<String>>>,
+}
+
+#[saga(input = u32, concurrent)]
+impl Race3 {
+    #[step(compensate = undo_quick)]
+    async fn quick(&self) -> Result<u32, StepError> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(saga::permanent(std::io::Error::other("refused")))
+    }
+    async fn undo_quick(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(compensate = undo_busy, retry(attempts = 3, backoff = fixed("1s")))]
+    async fn busy(&self) -> Result<u32, StepError> {
+        self.effects.lock().unwrap().push("busy".into());
+        Err(saga::retryable(std::io::Error::other("unavailable")))
+    }
+    async fn undo_busy(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(pivot)]
+    async fn finish(&self, quick: &u32, busy: &u32) -> Result<u32, StepError> {
+        Ok(quick + busy)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_after_a_sibling_was_withdrawn_still_rolls_back() {
+    use saga::store::MemoryStore;
+    use saga::testing::{CrashPoint, CrashingStore};
+    let effects = Arc::new(Mutex::new(Vec::new()));
+    // Without a crash: compensated.
+    {
+        let rt = Runtime::builder()
+            .store(MemoryStore::new())
+            .build()
+            .await
+            .unwrap();
+        let h = rt.register(Arc::new(Race3 {
+            effects: Arc::new(Mutex::new(Vec::new())),
+        }));
+        let outcome = h.start(7).await.unwrap().outcome().await.unwrap();
+        assert!(outcome.is_compensated(), "{outcome:?}");
+    }
+    let durable = MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(5));
+    let first = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .unwrap();
+    let race = first.register(Arc::new(Race3 {
+        effects: Arc::clone(&effects),
+    }));
+    let handle = race.start(7).await.unwrap();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    let second = Runtime::builder()
+        .store(durable.clone())
+        .build()
+        .await
+        .unwrap();
+    second.register(Arc::new(Race3 {
+        effects: Arc::clone(&effects),
+    }));
+    let report = second.recover().await.unwrap();
+    assert_eq!(report.compensated, 1, "{report:?}");
+    // `busy` answered "unavailable" and was withdrawn: not run again.
+    assert_eq!(effects.lock().unwrap().len(), 1);
+}

@@ -388,12 +388,22 @@ fn same_run(config: &Config) -> Result<(), String> {
         transfers: config.transfers,
         seed: config.seed,
     };
-    if !config.recover {
+    let record = || {
         let text = serde_json::to_string(&key).map_err(|e| e.to_string())?;
-        return std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()));
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    if !config.recover {
+        return record();
     }
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
+        // A run by an earlier version of this example, which kept no key:
+        // trusted as the flags say.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && log_path(&config.data_dir).is_file() =>
+        {
+            return record();
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
                 "nothing to recover in {}: no earlier run there (run without --recover first)",

@@ -159,10 +159,12 @@ pub(crate) struct ResumeAt {
     /// Per step, whether an earlier attempt's outcome is unknown.
     pub(crate) unknown: Vec<bool>,
     /// A member of the group at `next` that gave up before the crash, while
-    /// siblings' attempts may have acted unseen: those are run again until
-    /// they answer, and then the group stops as the member that gave up
-    /// says.
+    /// siblings' attempts may have acted unseen: those (`rerun`, by step)
+    /// are run again until they answer, and then the group stops as the
+    /// member that gave up says.
     pub(crate) gave_up: Option<GaveUp>,
+    /// See `gave_up`; empty without one.
+    pub(crate) rerun: Vec<bool>,
 }
 
 /// Where a recovered rollback stands.
@@ -354,7 +356,8 @@ impl<S: Saga> Run<'_, S> {
                 {
                     return Err(Box::new(Halt::RollBack(cause)));
                 }
-                let stop = if let Some(gave_up) = at.and_then(|at| at.gave_up.as_ref()) {
+                let recovered = at.and_then(|at| Some((at.gave_up.as_ref()?, &at.rerun)));
+                let stop = if let Some((gave_up, rerun)) = recovered {
                     let attempt_of = |j| attempt_of(at, j, first, attempt);
                     let unknown_of = |j| unknown_of(at, j);
                     let group = self.forward_group(
@@ -363,13 +366,16 @@ impl<S: Saga> Run<'_, S> {
                         past_pivot,
                         attempt_of,
                         unknown_of,
-                        Some(gave_up.step),
+                        Some(rerun),
                     );
                     let stop = Box::pin(group).await;
-                    // One the rerun left unresolved decides; otherwise the
-                    // member that gave up does.
+                    // One the rerun left unresolved decides, and a log that
+                    // cannot be written halts the run; otherwise the member
+                    // that gave up decides.
                     Some(match stop {
-                        Some(stop) if matches!(*stop, Stop::Unresolved(_)) => stop,
+                        Some(stop) if matches!(*stop, Stop::Unresolved(_) | Stop::Journal(_)) => {
+                            stop
+                        }
                         _ => Box::new(match gave_up.unresolved {
                             true => Stop::Unresolved(gave_up.failure.clone()),
                             false => Stop::Failed(gave_up.failure.clone()),
@@ -443,10 +449,10 @@ impl<S: Saga> Run<'_, S> {
     /// attempt running finishes, so that nothing is left half-way. A member
     /// left unresolved decides the group's stop (rolling back could orphan
     /// its effect); otherwise the first stop, in step order, of those not
-    /// withdrawn. `gave_up`, when recovering, is a member that gave up
-    /// before the crash: it is not run, the others start as withdrawn, and
-    /// only those whose attempt may have acted unseen run, until they
-    /// answer.
+    /// withdrawn. `rerun`, when recovering a group one member of which gave
+    /// up before the crash, names the members to run: those whose attempt
+    /// may have acted unseen; they start withdrawn, so they run until they
+    /// answer and no further.
     async fn forward_group(
         &self,
         steps: std::ops::Range<usize>,
@@ -454,13 +460,14 @@ impl<S: Saga> Run<'_, S> {
         past_pivot: bool,
         attempt_of: impl Fn(usize) -> u32,
         unknown_of: impl Fn(usize) -> bool,
-        gave_up: Option<usize>,
+        rerun: Option<&[bool]>,
     ) -> Option<Box<Stop>> {
         let stopped = CancelSignal::default();
-        if gave_up.is_some() {
+        if rerun.is_some() {
             stopped.cancel();
         }
-        let runs_again = |j: usize| gave_up.is_none() || (Some(j) != gave_up && unknown_of(j));
+        let runs_again =
+            |j: usize| rerun.is_none_or(|rerun| rerun.get(j).copied().unwrap_or(false));
         let results = {
             let (shared, stopped): (&S::State, _) = (state, &stopped);
             let runs = steps

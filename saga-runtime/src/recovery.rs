@@ -297,15 +297,35 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             // may have taken effect. So may one whose start record the crash
             // caught before it was durable (runs do not wait for starts):
             // every unfinished step of the group that was running counts as
-            // started, but for one that gave up.
+            // started. Once a member gave up, though, a sibling starts no
+            // new attempt (it is withdrawn), and what started before the
+            // durable give-up was logged before it: only a sibling the log
+            // shows never started may have started unseen (all of a group
+            // start at once, a member that fails at once first).
             let running = def.steps().get(next).map(|s| s.group());
             for (j, s) in steps.iter_mut().enumerate() {
                 let last_failed = s.failed.map_or(0, |(a, _)| a);
-                let gave_up = matches!(s.failed, Some((_, true)));
-                let in_flight = Some(def.steps()[j].group()) == running && !gave_up;
+                let in_flight = Some(def.steps()[j].group()) == running
+                    && (decides.is_none() || s.started == 0)
+                    && !matches!(s.failed, Some((_, true)));
                 s.unknown |= !s.completed && (s.started > last_failed || in_flight);
             }
-            let resume = |gave_up: Option<GaveUp>| {
+            // With a member that gave up: the siblings whose attempt may
+            // have acted unseen, which the live run would have waited for.
+            let rerun: Vec<bool> = match &decides {
+                Some(gave_up) => (0..n)
+                    .map(|j| {
+                        j != gave_up.step
+                            && def.steps()[j].group() == def.steps()[gave_up.step].group()
+                            && !steps[j].completed
+                            && steps[j].unknown
+                            && !matches!(steps[j].failed, Some((_, true)))
+                            && unresolved_if_unknown(def, j, past_pivot(j))
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let resume = |gave_up: Option<GaveUp>, rerun: Vec<bool>| {
                 Position::Resume(Box::new(ResumeAt {
                     next,
                     attempts: steps
@@ -314,26 +334,14 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
                         .collect(),
                     unknown: steps.iter().map(|s| s.unknown).collect(),
                     gave_up,
+                    rerun,
                 }))
             };
             match decides {
-                // A sibling of the step that gave up may have acted unseen:
-                // the live run would have waited for its answer, so the
-                // recovered one asks again before it stops.
-                Some(gave_up)
-                    if (0..n).any(|j| {
-                        j != gave_up.step
-                            && def.steps()[j].group() == def.steps()[gave_up.step].group()
-                            && !steps[j].completed
-                            && steps[j].unknown
-                            && !matches!(steps[j].failed, Some((_, true)))
-                            && unresolved_if_unknown(def, j, past_pivot(j))
-                    }) =>
-                {
-                    resume(Some(gave_up))
-                }
+                // The recovered run asks those again before it stops.
+                Some(gave_up) if rerun.contains(&true) => resume(Some(gave_up), rerun),
                 Some(gave_up) => Position::Failed(Box::new(gave_up)),
-                None => resume(None),
+                None => resume(None, rerun),
             }
         }
     };

@@ -131,7 +131,7 @@ impl SqliteStore {
     /// Opens the saga log at `path` only if it is one already, at this
     /// version's schema: what a tool that reads logs wants (it must not
     /// turn another file into a log, nor upgrade a log older workers still
-    /// write). Nothing is written to open it.
+    /// write). It never creates a log, nor changes one's schema.
     ///
     /// ```
     /// use saga_runtime::store::SqliteStore;
