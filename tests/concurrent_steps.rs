@@ -826,3 +826,73 @@ async fn a_crash_after_a_sibling_was_withdrawn_still_rolls_back() {
     // `busy` answered "unavailable" and was withdrawn: not run again.
     assert_eq!(effects.lock().unwrap().len(), 1);
 }
+
+/// `hang` times out (at first) or refuses for good (once told to); `busy`
+/// always answers "unavailable": its outcome is always known.
+pub struct StuckPair {
+    refuse: std::sync::atomic::AtomicBool,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+#[saga(input = u32, concurrent)]
+impl StuckPair {
+    #[step(compensate = undo_hang, retry(attempts = 2, backoff = none, timeout = "100ms"))]
+    async fn hang(&self) -> Result<u32, StepError> {
+        self.calls.lock().unwrap().push("hang");
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(saga::permanent(std::io::Error::other("refused")));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(1)
+    }
+    async fn undo_hang(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(compensate = undo_busy, retry(attempts = 3, backoff = fixed("50ms")))]
+    async fn busy(&self) -> Result<u32, StepError> {
+        self.calls.lock().unwrap().push("busy");
+        Err(saga::retryable(std::io::Error::other("unavailable")))
+    }
+    async fn undo_busy(&self) -> Result<(), StepError> {
+        Ok(())
+    }
+    #[step(pivot)]
+    async fn finish(&self, hang: &u32, busy: &u32) -> Result<u32, StepError> {
+        Ok(hang + busy)
+    }
+}
+
+/// Stuck on `hang` (no answer); the operator resumes once it refuses for
+/// good: nothing is unknown any more, so the saga rolls back. `busy`, whose
+/// outcome was always known, is not taken for one that may have acted.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_group_does_not_take_a_sibling_that_answered_for_unknown() {
+    use saga::store::MemoryStore;
+    let store = MemoryStore::new();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let saga = Arc::new(StuckPair {
+        refuse: std::sync::atomic::AtomicBool::new(false),
+        calls: Mutex::new(Vec::new()),
+    });
+    let pair = runtime.register(Arc::clone(&saga));
+    let outcome = pair.run(7).await.unwrap();
+    let Outcome::Stuck(report) = outcome else {
+        panic!("expected stuck, got {outcome:?}");
+    };
+    assert_eq!(report.stuck.as_ref().map(|f| f.step), Some("hang"));
+    saga.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let before = saga.calls.lock().unwrap().len();
+    let ended = runtime.resume(report.saga_id).await.unwrap();
+    assert!(matches!(ended, saga::Ended::Compensated(_)), "{ended:?}");
+    // `hang` refused at once; `busy`, withdrawn, made at most its one
+    // attempt.
+    let after: Vec<_> = saga.calls.lock().unwrap()[before..].to_vec();
+    assert!(
+        after.iter().filter(|c| **c == "busy").count() <= 1,
+        "{after:?}"
+    );
+}

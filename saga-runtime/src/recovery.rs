@@ -67,6 +67,17 @@ struct StepLog {
 }
 
 pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error> {
+    replay_as::<S>(stored, false)
+}
+
+/// Replays `stored`; `just_resumed` says its last record is an operator's
+/// `resumed` that this process wrote a moment ago: no run of it can have
+/// started since, so nothing is in flight. (After a crash, a `resumed` last
+/// may be followed by starts that were not yet durable.)
+pub(crate) fn replay_as<S: Saga>(
+    stored: &StoredSaga,
+    just_resumed: bool,
+) -> Result<Replayed<S>, Error> {
     let def = S::definition();
     let id = stored.summary.id;
     let damaged = |seq: u64, message: String| Error::DamagedRecord { id, seq, message };
@@ -189,11 +200,14 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             }
             Entry::Stuck { .. } => stuck = true,
             Entry::Resumed => {
-                // An operator's resume starts every policy afresh.
+                // An operator's resume starts every policy afresh, and the
+                // run that got stuck had ended: what it started answered
+                // (what did not answer stays unknown, from its records).
                 stuck = false;
                 for s in &mut steps {
                     s.failed = None;
                     s.compensation_failed = None;
+                    s.started = 0;
                 }
             }
             Entry::Completed | Entry::Compensated => finished = true,
@@ -306,6 +320,7 @@ pub(crate) fn replay<S: Saga>(stored: &StoredSaga) -> Result<Replayed<S>, Error>
             for (j, s) in steps.iter_mut().enumerate() {
                 let last_failed = s.failed.map_or(0, |(a, _)| a);
                 let in_flight = Some(def.steps()[j].group()) == running
+                    && !just_resumed
                     && (decides.is_none() || s.started == 0)
                     && !matches!(s.failed, Some((_, true)));
                 s.unknown |= !s.completed && (s.started > last_failed || in_flight);

@@ -530,7 +530,7 @@ impl Runtime {
                         stopped.get_or_insert(e);
                     }
                 }
-                let resumed = saga.resume(self.clone(), stored, claim);
+                let resumed = saga.resume(self.clone(), stored, claim, false);
                 tasks.spawn(async move { (id, isolated(id, resumed).await) });
             }
         }
@@ -580,7 +580,7 @@ impl Runtime {
             .append(vec![Record::new(id, seq, Entry::Resumed)])
             .await?;
         let stored = store.load(id).await?.ok_or(Error::NotFound { id })?;
-        saga.resume(self.clone(), stored, claim).await
+        saga.resume(self.clone(), stored, claim, true).await
     }
 
     /// Records that an operator undid step `step` of a stuck saga by hand, so
@@ -718,12 +718,14 @@ impl RecoveryReport {
 /// A registered saga, as recovery sees it: by name, type erased.
 trait Resumable: Send + Sync {
     /// Runs the saga of `stored` from where its log left off, on the
-    /// calling task, holding `claim` until it ends.
+    /// calling task, holding `claim` until it ends. `just_resumed`: an
+    /// operator's resume wrote the log's last record a moment ago.
     fn resume(
         &self,
         runtime: Runtime,
         stored: StoredSaga,
         claim: Claim,
+        just_resumed: bool,
     ) -> BoxFuture<'static, Result<Ended, Error>>;
     /// Whether the saga of `stored` can be resumed: its log replays
     /// under the registered definition.
@@ -740,6 +742,7 @@ impl<S: Saga> Resumable for ByName<S> {
         runtime: Runtime,
         stored: StoredSaga,
         claim: Claim,
+        just_resumed: bool,
     ) -> BoxFuture<'static, Result<Ended, Error>> {
         let saga = Arc::clone(&self.0);
         Box::pin(async move {
@@ -753,7 +756,7 @@ impl<S: Saga> Resumable for ByName<S> {
                 finished,
                 deadline_ms,
                 retry,
-            } = recovery::replay::<S>(&stored)?;
+            } = recovery::replay_as::<S>(&stored, just_resumed)?;
             if stuck || finished {
                 return Err(Error::NotStuck {
                     id,
