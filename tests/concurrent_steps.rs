@@ -5,6 +5,8 @@
 //! compensated, a group's compensations at the same time too.
 //! Recovery resumes a group half done.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -516,35 +518,18 @@ impl Race {
 /// (it runs it again, same key) before rolling back, and undoes it.
 #[tokio::test(start_paused = true)]
 async fn a_crash_while_a_sibling_of_a_failed_member_runs_undoes_that_sibling_too() {
-    use saga::store::MemoryStore;
-    use saga::testing::{CrashPoint, CrashingStore};
     let effects = Arc::new(Mutex::new(Vec::new()));
     // created (0), two starts (1, 2), quick gave up (3), slow succeeded (4):
     // crash before 4.
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(4));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let race = first.register(Arc::new(Race {
+    let saga = Arc::new(Race {
         effects: Arc::clone(&effects),
-    }));
-    let handle = race.start(7).await.unwrap();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
+    });
+    let (durable, _) = support::crashed_before(saga, 7, SagaOptions::new(), 4).await;
     assert_eq!(*effects.lock().unwrap(), ["slow 7"]);
-    let second = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
-    second.register(Arc::new(Race {
+    let saga = Arc::new(Race {
         effects: Arc::clone(&effects),
-    }));
+    });
+    let second = support::restarted(&durable, saga).await;
     let report = second.recover().await.unwrap();
     assert_eq!(report.compensated, 1, "{report:?}");
     let effects = effects.lock().unwrap().clone();
@@ -611,35 +596,18 @@ impl Race2 {
 
 #[tokio::test(start_paused = true)]
 async fn recovery_never_reruns_a_second_member_that_gave_up() {
-    use saga::store::MemoryStore;
-    use saga::testing::{CrashPoint, CrashingStore};
     let effects = Arc::new(Mutex::new(Vec::new()));
     // created, three starts, quick gave up, flaky failed (timed out),
     // flaky started again, flaky gave up (7): crash before slow's success.
     let point: u64 = 8;
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(point));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let race = first.register(Arc::new(Race2 {
+    let saga = Arc::new(Race2 {
         effects: Arc::clone(&effects),
-    }));
-    let handle = race.start(7).await.unwrap();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
-    let second = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
-    second.register(Arc::new(Race2 {
+    });
+    let (durable, _) = support::crashed_before(saga, 7, SagaOptions::new(), point).await;
+    let saga = Arc::new(Race2 {
         effects: Arc::clone(&effects),
-    }));
+    });
+    let second = support::restarted(&durable, saga).await;
     let report = second.recover().await.unwrap();
     // `slow` ran again and was undone with the rest; `flaky` was not run.
     assert_eq!(report.compensated, 1, "{report:?}");
@@ -708,25 +676,12 @@ impl saga::store::Store for LostAnswer {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_error_in_a_recovered_rerun_halts_instead_of_rolling_back() {
-    use saga::store::{MemoryStore, Store};
-    use saga::testing::{CrashPoint, CrashingStore};
+    use saga::store::Store;
     let effects = Arc::new(Mutex::new(Vec::new()));
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(4));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let race = first.register(Arc::new(Race {
+    let saga = Arc::new(Race {
         effects: Arc::clone(&effects),
-    }));
-    let handle = race.start(7).await.unwrap();
-    let id = handle.id();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
+    });
+    let (durable, id) = support::crashed_before(saga, 7, SagaOptions::new(), 4).await;
     let second = Runtime::builder()
         .store(LostAnswer {
             inner: durable.clone(),
@@ -783,7 +738,6 @@ impl Race3 {
 #[tokio::test(start_paused = true)]
 async fn a_crash_after_a_sibling_was_withdrawn_still_rolls_back() {
     use saga::store::MemoryStore;
-    use saga::testing::{CrashPoint, CrashingStore};
     let effects = Arc::new(Mutex::new(Vec::new()));
     // Without a crash: compensated.
     {
@@ -798,29 +752,14 @@ async fn a_crash_after_a_sibling_was_withdrawn_still_rolls_back() {
         let outcome = h.start(7).await.unwrap().outcome().await.unwrap();
         assert!(outcome.is_compensated(), "{outcome:?}");
     }
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(5));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let race = first.register(Arc::new(Race3 {
+    let saga = Arc::new(Race3 {
         effects: Arc::clone(&effects),
-    }));
-    let handle = race.start(7).await.unwrap();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
-    let second = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
-    second.register(Arc::new(Race3 {
+    });
+    let (durable, _) = support::crashed_before(saga, 7, SagaOptions::new(), 5).await;
+    let saga = Arc::new(Race3 {
         effects: Arc::clone(&effects),
-    }));
+    });
+    let second = support::restarted(&durable, saga).await;
     let report = second.recover().await.unwrap();
     assert_eq!(report.compensated, 1, "{report:?}");
     // `busy` answered "unavailable" and was withdrawn: not run again.

@@ -4,6 +4,8 @@
 //! happened: rolling back without the step's output would orphan an effect
 //! nobody could compensate.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -334,9 +336,6 @@ async fn a_cancelled_saga_whose_step_never_answers_ends_stuck() {
 /// recorded stuck: recovery ends it stuck too, and does not roll it back.
 #[tokio::test(start_paused = true)]
 async fn a_crash_before_an_unanswered_step_is_recorded_stuck_recovers_stuck() {
-    use saga::store::MemoryStore;
-    use saga::testing::{CrashPoint, CrashingStore};
-
     let fresh = || {
         Arc::new(SlowReply {
             slow_attempts: u32::MAX,
@@ -346,26 +345,9 @@ async fn a_crash_before_an_unanswered_step_is_recorded_stuck_recovers_stuck() {
     };
     // created (0), hold started (1), failed (2), started (3), gave up (4),
     // stuck (5): crash before 5.
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(5));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    first.register(fresh());
-    let handle = first.start::<SlowReply>(()).await.unwrap();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
-    let second = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
+    let (durable, _) = support::crashed_before(fresh(), (), SagaOptions::new(), 5).await;
     let after = fresh();
-    second.register(Arc::clone(&after));
+    let second = support::restarted(&durable, Arc::clone(&after)).await;
     let report = second.recover().await.unwrap();
     assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
     assert!(after.released.lock().unwrap().is_empty());
@@ -616,7 +598,6 @@ impl GroupUnresolved {
 #[tokio::test(start_paused = true)]
 async fn a_group_left_unresolved_recovers_as_it_ran() {
     use saga::store::{MemoryStore, Store};
-    use saga::testing::{CrashPoint, CrashingStore};
     let fresh = || {
         Arc::new(GroupUnresolved {
             holds: Mutex::new(0),
@@ -638,26 +619,12 @@ async fn a_group_left_unresolved_recovers_as_it_ran() {
     drop(rt);
 
     // Again, crashing before the stuck record.
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(last));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
+    let (durable, _) = support::crashed_before(fresh(), (), SagaOptions::new(), last).await;
+    let report = support::restarted(&durable, fresh())
+        .await
+        .recover()
         .await
         .unwrap();
-    let handle = first.register(fresh()).start(()).await.unwrap();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
-    drop(first);
-    let second = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
-    second.register(fresh());
-    let report = second.recover().await.unwrap();
     assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
 }
 

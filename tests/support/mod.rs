@@ -51,3 +51,44 @@ pub async fn within_a_day<F: std::future::Future>(future: F) -> F::Output {
         Err(_) => panic!("the saga did not end within a day"),
     }
 }
+
+/// The first process: runs saga `saga` with `input` and `options` on a
+/// store that crashes before record `point` is durable, until it does.
+/// Returns the log as the crash left it, and the saga's id.
+pub async fn crashed_before<S: Saga>(
+    saga: Arc<S>,
+    input: S::Input,
+    options: saga::SagaOptions,
+    point: u64,
+) -> (saga::store::MemoryStore, saga::SagaId) {
+    use saga::testing::{CrashPoint, CrashingStore};
+    let durable = saga::store::MemoryStore::new();
+    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(point));
+    let runtime = Runtime::builder()
+        .store(crashing.clone())
+        .build()
+        .await
+        .expect("a runtime");
+    let handle = runtime
+        .register(saga)
+        .start_with(input, options)
+        .await
+        .expect("started");
+    let id = handle.id();
+    tokio::select! {
+        () = crashing.wait_for_crash() => {}
+        _ = handle.outcome() => panic!("the run should have crashed"),
+    }
+    (durable, id)
+}
+
+/// The next process: a runtime on `log` with `saga` registered.
+pub async fn restarted<S: Saga>(log: &saga::store::MemoryStore, saga: Arc<S>) -> Runtime {
+    let runtime = Runtime::builder()
+        .store(log.clone())
+        .build()
+        .await
+        .expect("a runtime");
+    runtime.register(saga);
+    runtime
+}
