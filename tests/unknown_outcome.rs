@@ -415,6 +415,19 @@ async fn an_operator_marks_an_unanswered_step_undone_and_the_saga_rolls_back() {
     };
     let id = report.saga_id;
     assert_eq!(report.stuck.as_ref().map(|f| f.step), Some("hold"));
+    // The inspector shows `hold` as unknown, not as failed.
+    let view = saga::inspect::Inspection::of(&store.load(id).await.unwrap().unwrap());
+    assert!(
+        view.steps
+            .contains(&("hold".into(), saga::inspect::StepStatus::Unknown)),
+        "{:?}",
+        view.steps
+    );
+    assert!(
+        view.mermaid().contains("class s1 unknown"),
+        "{}",
+        view.mermaid()
+    );
     // `capture` is not stuck, and never ran: it cannot be marked.
     let refused = runtime.mark_compensated(id, "capture").await.unwrap_err();
     assert!(refused.to_string().contains("no compensation"), "{refused}");

@@ -119,6 +119,20 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Prints a line to standard output. A reader that went away (`| head`)
+/// ends the program quietly: it has all it wanted.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(format!("cannot write the output: {e}"));
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -184,15 +198,18 @@ fn run(cli: Cli) -> Result<(), String> {
                             "fingerprint": format!("{:016x}", s.fingerprint),
                             "created_ms": s.created_ms, "updated_ms": s.updated_ms,
                         });
-                        println!("{line}");
+                        out!("{line}");
                     }
                 } else {
-                    println!(
+                    out!(
                         "{:<36}  {:<20}  {:<11}  {:<23}  updated (UTC)",
-                        "id", "name", "state", "created (UTC)"
+                        "id",
+                        "name",
+                        "state",
+                        "created (UTC)"
                     );
                     for s in &sagas {
-                        println!(
+                        out!(
                             "{:<36}  {:<20}  {:<11}  {:<23}  {}",
                             s.id,
                             s.name,
@@ -213,17 +230,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 let view = Inspection::of(&stored);
                 if json {
                     let text = serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?;
-                    println!("{text}");
+                    out!("{text}");
                 } else {
-                    println!("{}", view.table());
-                    println!("```mermaid\n{}```", view.mermaid());
+                    out!("{}", view.table());
+                    out!("```mermaid\n{}```", view.mermaid());
                 }
                 Ok(())
             }
             Command::Prune { older_than } => {
                 let before = ago_ms(older_than);
                 let removed = store.prune(before).await.map_err(|e| e.to_string())?;
-                println!("pruned {removed} finished sagas");
+                out!("pruned {removed} finished sagas");
                 Ok(())
             }
         }

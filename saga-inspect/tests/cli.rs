@@ -309,3 +309,46 @@ async fn an_age_past_the_epoch_prunes_nothing_and_lists_everything() {
         text(&prune.stdout)
     );
 }
+
+/// A reader that stops reading (`saga-inspect .. | head`) ends the
+/// inspector quietly, with success: no panic on the broken pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_ends_it_quietly() {
+    use std::io::Read;
+    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("sagas.db");
+    let store = SqliteStore::open(&db).unwrap();
+    // Enough sagas that their list outgrows a pipe's buffer (64 KiB).
+    let appends = (0..1500).map(|_| {
+        let created = Entry::Created {
+            saga: "Transfer".into(),
+            fingerprint: 0xabc,
+            input: serde_json::json!(1),
+            definition: definition(),
+            deadline_ms: None,
+            retry: Vec::new(),
+        };
+        store.append(vec![Record::new(SagaId::new(), 0, created)])
+    });
+    for append in appends.collect::<Vec<_>>() {
+        append.await.unwrap();
+    }
+    drop(store);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saga-inspect"))
+        .arg(&db)
+        .args(["list", "--limit", "1500"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run saga-inspect");
+    let mut first = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then gone
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        !text(&output.stderr).contains("panicked"),
+        "{}",
+        text(&output.stderr)
+    );
+}

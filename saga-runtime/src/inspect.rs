@@ -23,6 +23,10 @@ pub enum StepStatus {
     Completed,
     /// Failed for good.
     Failed,
+    /// Gave up without an answer: an attempt may have taken effect unseen
+    /// (unless the step is readonly, the saga is stuck on it, for a person
+    /// to find out).
+    Unknown,
     /// Succeeded, then undone.
     Compensated,
 }
@@ -34,6 +38,7 @@ impl StepStatus {
             StepStatus::Running => "running",
             StepStatus::Completed => "completed",
             StepStatus::Failed => "failed",
+            StepStatus::Unknown => "unknown",
             StepStatus::Compensated => "compensated",
         }
     }
@@ -190,6 +195,7 @@ impl Inspection {
                 attempt,
                 error,
                 will_retry,
+                outcome_unknown,
                 ..
             } => {
                 (row.step, row.attempt) = (Some(step.clone()), Some(*attempt));
@@ -199,7 +205,11 @@ impl Inspection {
                     error.clone()
                 };
                 if !will_retry {
-                    self.status(step, StepStatus::Failed);
+                    let status = match outcome_unknown {
+                        true => StepStatus::Unknown,
+                        false => StepStatus::Failed,
+                    };
+                    self.status(step, status);
                 }
             }
             Entry::RollbackStarted { cause } => {

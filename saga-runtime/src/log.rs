@@ -325,6 +325,7 @@ impl DefinitionSnapshot {
         out.push_str(
             "    classDef completed fill:#c8e6c9,stroke:#2e7d32\n    \
              classDef failed fill:#ffcdd2,stroke:#c62828\n    \
+             classDef unknown fill:#ffe0b2,stroke:#e65100,stroke-dasharray:4\n    \
              classDef compensated fill:#fff9c4,stroke:#f9a825\n    \
              classDef running fill:#bbdefb,stroke:#1565c0\n    \
              classDef pending fill:#eeeeee,stroke:#9e9e9e\n",
