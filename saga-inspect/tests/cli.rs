@@ -168,6 +168,7 @@ async fn lists_shows_and_speaks_json() {
     let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(view["state"], "running");
     assert_eq!(view["steps"][0], serde_json::json!(["hold", "running"]));
+    assert_eq!(view["fingerprint"], "0000000000000abc");
     assert_eq!(view["timeline"].as_array().unwrap().len(), 2);
 }
 

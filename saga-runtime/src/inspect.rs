@@ -101,7 +101,10 @@ pub struct Inspection {
     pub name: String,
     /// Where it stands.
     pub state: SagaState,
-    /// Its definition's fingerprint.
+    /// Its definition's fingerprint. In JSON a string of 16 hex digits, as
+    /// `saga-inspect list --json` prints it (a number this large loses
+    /// digits in many JSON readers).
+    #[serde(serialize_with = "hex")]
     pub fingerprint: u64,
     /// The input, if the `created` record could be read.
     pub input: Option<serde_json::Value>,
@@ -319,6 +322,10 @@ impl Inspection {
             None => "flowchart TD\n    damaged([the created record is damaged])\n".into(),
         }
     }
+}
+
+fn hex<S: serde::Serializer>(fingerprint: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{fingerprint:016x}"))
 }
 
 /// A one-line summary of a JSON value, at most 60 characters.
