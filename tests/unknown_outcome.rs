@@ -48,12 +48,19 @@ impl SlowReply {
     }
 }
 
+impl SlowReply {
+    /// Its first `slow_attempts` attempts lose their reply.
+    fn new(slow_attempts: u32) -> Arc<SlowReply> {
+        Arc::new(SlowReply {
+            slow_attempts,
+            applied: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 async fn run(slow_attempts: u32, faults: Faults) -> (Arc<SlowReply>, Outcome<SlowReplyOutputs>) {
-    let saga = Arc::new(SlowReply {
-        slow_attempts,
-        applied: Mutex::new(Vec::new()),
-        released: Mutex::new(Vec::new()),
-    });
+    let saga = SlowReply::new(slow_attempts);
     let runtime = Runtime::builder().build().await.unwrap();
     runtime.register(Arc::clone(&saga));
     let outcome = runtime
@@ -158,14 +165,30 @@ impl FlakyAfterEffect {
     }
 }
 
+impl FlakyAfterEffect {
+    /// A fresh service, unavailable for `unavailable_calls` calls after its
+    /// first.
+    fn new(unavailable_calls: u32) -> Arc<FlakyAfterEffect> {
+        Arc::new(FlakyAfterEffect {
+            unavailable_calls,
+            calls: Mutex::new(0),
+            applied: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The same service in the next process: its first call (which took
+    /// effect, in the world, and whose key its journal knows) is behind it.
+    fn after_first_call(unavailable_calls: u32) -> Arc<FlakyAfterEffect> {
+        let service = FlakyAfterEffect::new(unavailable_calls);
+        *service.calls.lock().unwrap() = 1;
+        service
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_retryable_error_after_a_lost_reply_does_not_roll_the_saga_back() {
-    let saga = Arc::new(FlakyAfterEffect {
-        unavailable_calls: 4,
-        calls: Mutex::new(0),
-        applied: Mutex::new(Vec::new()),
-        released: Mutex::new(Vec::new()),
-    });
+    let saga = FlakyAfterEffect::new(4);
     let runtime = Runtime::builder().build().await.unwrap();
     runtime.register(Arc::clone(&saga));
     let outcome = runtime.run::<FlakyAfterEffect>(()).await.unwrap();
@@ -190,49 +213,17 @@ async fn a_retryable_error_after_a_lost_reply_does_not_roll_the_saga_back() {
 /// back, and an operator's resume, once the service is back, finishes it.
 #[tokio::test(start_paused = true)]
 async fn an_attempt_cut_off_by_a_crash_leaves_the_saga_stuck_until_it_answers() {
-    use saga::store::MemoryStore;
-    use saga::testing::{CrashPoint, CrashingStore};
-
-    let fresh = |unavailable_calls| {
-        Arc::new(FlakyAfterEffect {
-            unavailable_calls,
-            calls: Mutex::new(0),
-            applied: Mutex::new(Vec::new()),
-            released: Mutex::new(Vec::new()),
-        })
-    };
     // created (0), hold started (1), hold succeeded (2): crash before 2, so
     // the effect happened and its record is lost.
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(2));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let before = fresh(0);
-    first.register(Arc::clone(&before));
+    let before = FlakyAfterEffect::new(0);
     let options = SagaOptions::new().retry("hold", saga::RetryPolicy::attempts(1));
-    let handle = first
-        .start_with::<FlakyAfterEffect>((), options)
-        .await
-        .unwrap();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
+    let (durable, _) = support::crashed_before(Arc::clone(&before), (), options, 2).await;
     assert_eq!(before.applied.lock().unwrap().len(), 1);
 
     // After the restart the service is unavailable once, then answers (its
     // journal knows the key).
-    let after = fresh(1);
-    *after.calls.lock().unwrap() = 1;
-    let second = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
-    second.register(Arc::clone(&after));
+    let after = FlakyAfterEffect::after_first_call(1);
+    let second = support::restarted(&durable, Arc::clone(&after)).await;
     let report = second.recover().await.unwrap();
     assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
     assert!(after.released.lock().unwrap().is_empty());
@@ -263,14 +254,6 @@ async fn an_attempt_whose_start_record_was_lost_is_not_rolled_back() {
     use saga::store::{MemoryStore, Store};
     use saga::testing::{CrashPoint, CrashingStore};
 
-    let fresh = |unavailable_calls| {
-        Arc::new(FlakyAfterEffect {
-            unavailable_calls,
-            calls: Mutex::new(0),
-            applied: Mutex::new(Vec::new()),
-            released: Mutex::new(Vec::new()),
-        })
-    };
     // created (0), hold started (1): crash before 1; the step runs anyway.
     let durable = MemoryStore::new();
     let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(1));
@@ -279,7 +262,7 @@ async fn an_attempt_whose_start_record_was_lost_is_not_rolled_back() {
         .build()
         .await
         .unwrap();
-    let before = fresh(0);
+    let before = FlakyAfterEffect::new(0);
     first.register(Arc::clone(&before));
     let handle = first.start::<FlakyAfterEffect>(()).await.unwrap();
     while before.applied.lock().unwrap().is_empty() {
@@ -292,14 +275,8 @@ async fn an_attempt_whose_start_record_was_lost_is_not_rolled_back() {
 
     // After the restart the service is unavailable three times (more than
     // the step's two attempts).
-    let after = fresh(3);
-    *after.calls.lock().unwrap() = 1;
-    let second = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
-    second.register(Arc::clone(&after));
+    let after = FlakyAfterEffect::after_first_call(3);
+    let second = support::restarted(&durable, Arc::clone(&after)).await;
     let report = second.recover().await.unwrap();
     assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
     assert_eq!(*after.calls.lock().unwrap(), 1 + 2);
@@ -311,11 +288,7 @@ async fn an_attempt_whose_start_record_was_lost_is_not_rolled_back() {
 /// attempts, and the saga ends stuck when they run out: it never hangs.
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_saga_whose_step_never_answers_ends_stuck() {
-    let saga = Arc::new(SlowReply {
-        slow_attempts: u32::MAX,
-        applied: Mutex::new(Vec::new()),
-        released: Mutex::new(Vec::new()),
-    });
+    let saga = SlowReply::new(u32::MAX);
     let runtime = Runtime::builder().build().await.unwrap();
     let slow = runtime.register(Arc::clone(&saga));
     let handle = slow.start(()).await.unwrap();
@@ -336,17 +309,11 @@ async fn a_cancelled_saga_whose_step_never_answers_ends_stuck() {
 /// recorded stuck: recovery ends it stuck too, and does not roll it back.
 #[tokio::test(start_paused = true)]
 async fn a_crash_before_an_unanswered_step_is_recorded_stuck_recovers_stuck() {
-    let fresh = || {
-        Arc::new(SlowReply {
-            slow_attempts: u32::MAX,
-            applied: Mutex::new(Vec::new()),
-            released: Mutex::new(Vec::new()),
-        })
-    };
     // created (0), hold started (1), failed (2), started (3), gave up (4),
     // stuck (5): crash before 5.
-    let (durable, _) = support::crashed_before(fresh(), (), SagaOptions::new(), 5).await;
-    let after = fresh();
+    let (durable, _) =
+        support::crashed_before(SlowReply::new(u32::MAX), (), SagaOptions::new(), 5).await;
+    let after = SlowReply::new(u32::MAX);
     let second = support::restarted(&durable, Arc::clone(&after)).await;
     let report = second.recover().await.unwrap();
     assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
@@ -453,37 +420,12 @@ async fn an_operator_marks_an_unanswered_step_undone_and_the_saga_rolls_back() {
 /// says the outcome is unknown, not only the last error.
 #[tokio::test(start_paused = true)]
 async fn a_crash_cut_step_that_gives_up_and_crashes_again_recovers_stuck() {
-    use saga::store::MemoryStore;
     use saga::testing::{CrashPoint, CrashingStore};
 
-    let fresh = |unavailable_calls| {
-        Arc::new(FlakyAfterEffect {
-            unavailable_calls,
-            calls: Mutex::new(0),
-            applied: Mutex::new(Vec::new()),
-            released: Mutex::new(Vec::new()),
-        })
-    };
-    let durable = MemoryStore::new();
-    let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(2));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
-    let before = fresh(0);
-    first.register(Arc::clone(&before));
+    let before = FlakyAfterEffect::new(0);
     let options = SagaOptions::new().retry("hold", saga::RetryPolicy::attempts(1));
-    let handle = first
-        .start_with::<FlakyAfterEffect>((), options)
-        .await
-        .unwrap();
-    tokio::select! {
-        () = crashing.wait_for_crash() => {}
-        _ = handle.outcome() => panic!("the run should have crashed"),
-    }
+    let (durable, _) = support::crashed_before(Arc::clone(&before), (), options, 2).await;
     assert_eq!(before.applied.lock().unwrap().len(), 1);
-    drop(first);
 
     // Second process: unavailable; hold gives up (unresolved -> stuck), but
     // the process dies before `stuck` is durable (appends: started 0,
@@ -494,8 +436,7 @@ async fn a_crash_cut_step_that_gives_up_and_crashes_again_recovers_stuck() {
         .build()
         .await
         .unwrap();
-    let mid = fresh(100);
-    *mid.calls.lock().unwrap() = 1;
+    let mid = FlakyAfterEffect::after_first_call(100);
     second.register(Arc::clone(&mid));
     tokio::select! {
         () = crashing2.wait_for_crash() => {}
@@ -504,14 +445,8 @@ async fn a_crash_cut_step_that_gives_up_and_crashes_again_recovers_stuck() {
     drop(second);
 
     // Third process: the live run would have ended stuck.
-    let third = Runtime::builder()
-        .store(durable.clone())
-        .build()
-        .await
-        .unwrap();
-    let after = fresh(100);
-    *after.calls.lock().unwrap() = 1;
-    third.register(Arc::clone(&after));
+    let after = FlakyAfterEffect::after_first_call(100);
+    let third = support::restarted(&durable, Arc::clone(&after)).await;
     let report = third.recover().await.unwrap();
     assert_eq!((report.stuck, report.compensated), (1, 0), "{report:?}");
 }
@@ -645,11 +580,7 @@ async fn a_group_left_unresolved_recovers_as_it_ran() {
 /// are lost is retried until it answers: never stuck, never rolled back.
 #[tokio::test(start_paused = true)]
 async fn a_step_retried_forever_is_retried_until_it_answers() {
-    let saga = Arc::new(SlowReply {
-        slow_attempts: 5,
-        applied: Mutex::new(Vec::new()),
-        released: Mutex::new(Vec::new()),
-    });
+    let saga = SlowReply::new(5);
     let runtime = Runtime::builder().build().await.unwrap();
     let slow = runtime.register(Arc::clone(&saga));
     let forever = saga::RetryPolicy::forever()
