@@ -167,3 +167,27 @@ fn killed_and_crashed_runs_recover_to_a_whole_ledger() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Output piped into a reader that goes away (`| head`) is not a failure:
+/// the transfers still finish and the exit code still says whether the
+/// ledger is whole (it was a panic on the broken pipe).
+#[test]
+fn a_reader_that_goes_away_does_not_fail_the_run() {
+    let bin = transfer_binary();
+    let dir = std::env::temp_dir().join(format!("saga-transfer-pipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(&bin)
+        .args(["--accounts", "10", "--transfers", "50", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the transfer example");
+    // The reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for the example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

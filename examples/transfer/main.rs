@@ -91,6 +91,21 @@ fn rate_below_one(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `println!` that does not panic when stdout is gone: a reader that went
+/// away (`| head`) is not a failure, the transfers still finish and the exit
+/// code still says whether the invariant holds; any other write error is
+/// returned.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(format!("cannot write the output: {e}"));
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let tokio = match tokio::runtime::Runtime::new() {
@@ -128,8 +143,8 @@ async fn inspect(dir: &std::path::Path, id: SagaId) -> Result<ExitCode, String> 
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no transfer {id} in {}", path.display()))?;
     let view = Inspection::of(&stored);
-    println!("{}", view.table());
-    println!("```mermaid\n{}```", view.mermaid());
+    say!("{}", view.table());
+    say!("```mermaid\n{}```", view.mermaid());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -152,7 +167,7 @@ async fn transfer(cli: Cli) -> Result<ExitCode, String> {
     if config.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    println!(
+    say!(
         "{} {} transfers between {} accounts at two banks in {} ({} in flight)",
         if config.recover {
             "recovering, then finishing"
@@ -177,7 +192,7 @@ async fn transfer(cli: Cli) -> Result<ExitCode, String> {
     })
     .await?;
     bar.finish_and_clear();
-    print_summary(&summary, &config);
+    print_summary(&summary, &config)?;
     Ok(if summary.whole() {
         ExitCode::SUCCESS
     } else {
@@ -185,7 +200,7 @@ async fn transfer(cli: Cli) -> Result<ExitCode, String> {
     })
 }
 
-fn print_summary(s: &Summary, config: &Config) {
+fn print_summary(s: &Summary, config: &Config) -> Result<(), String> {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     let rows: Vec<(&str, String)> = vec![
         ("transfers", s.transfers.to_string()),
@@ -213,12 +228,13 @@ fn print_summary(s: &Summary, config: &Config) {
         ),
     ];
     for (name, value) in rows {
-        println!("{name:<24}{value:>20}");
+        say!("{name:<24}{value:>20}");
     }
     if let Some(id) = s.example {
-        println!(
+        say!(
             "\ninspect one: cargo run --release --example transfer -- --data-dir {} --inspect {id}",
             config.data_dir.display()
         );
     }
+    Ok(())
 }
