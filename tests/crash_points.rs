@@ -204,3 +204,71 @@ async fn the_explorer_catches_a_step_that_is_not_idempotent() {
     );
     assert!(report.contains("step_started"), "{report}");
 }
+
+/// A crash stops the whole process: the explorer's crashed run must not go
+/// on acting on the services while, or after, recovery runs the saga. Here
+/// the crashed run's first call of `slow` is still waiting when the crash
+/// comes; were that run left going, it would finish the call after the
+/// case was checked.
+#[tokio::test]
+async fn a_crashed_run_acts_no_more() {
+    #[derive(Default)]
+    pub struct Slow {
+        calls: std::sync::atomic::AtomicU32,
+        checked: std::sync::atomic::AtomicBool,
+        late: std::sync::atomic::AtomicU32,
+    }
+
+    #[saga(input = ())]
+    impl Slow {
+        #[step(compensate = undo)]
+        async fn first(&self) -> Result<(), StepError> {
+            Ok(())
+        }
+        async fn undo(&self) -> Result<(), StepError> {
+            Ok(())
+        }
+
+        #[step(pivot)]
+        async fn slow(&self) -> Result<(), StepError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            // The crashed run's call waits; recovery's does not.
+            if self.calls.fetch_add(1, SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if self.checked.load(SeqCst) {
+                self.late.fetch_add(1, SeqCst);
+            }
+            Ok(())
+        }
+    }
+
+    let made = Arc::new(Mutex::new(Vec::<Arc<Slow>>::new()));
+    let setup = || {
+        let made = Arc::clone(&made);
+        async move {
+            let saga = Arc::new(Slow::default());
+            made.lock().unwrap().push(Arc::clone(&saga));
+            saga
+        }
+    };
+    explore_crash_points::<Slow, _, _>(setup, (), SagaOptions::new(), |saga, _| {
+        saga.checked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    // Longer than the crashed run's call waits.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let late: u32 = made
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.late.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    assert_eq!(
+        late, 0,
+        "a crashed run called `slow` after its case was checked"
+    );
+}

@@ -972,6 +972,31 @@ impl<S: Saga> SagaHandle<S> {
         Canceller(Arc::clone(&self.cancel))
     }
 
+    /// Waits for the outcome, unless `crash` resolves first: then the run's
+    /// task is stopped where it is, as by a crash (no rollback, no record
+    /// more), and this returns `None` once it has stopped. For the crash
+    /// explorer: a "crashed" run left going would act on the services while
+    /// (or after) recovery runs the saga, which no real crash does.
+    pub(crate) async fn outcome_unless_crash(
+        mut self,
+        crash: impl Future<Output = ()>,
+    ) -> Option<Result<Outcome<S::Outputs>, Error>> {
+        tokio::select! {
+            biased;
+            () = crash => {
+                self.task.abort();
+                // Resolves once the task is dropped (or had ended): nothing
+                // of the run is left to act afterwards.
+                let _ = (&mut self.task).await;
+                None
+            }
+            ended = &mut self.task => Some(ended.map_err(|e| Error::Aborted {
+                id: self.id,
+                reason: e.to_string(),
+            }).and_then(|r| r)),
+        }
+    }
+
     /// Waits for the outcome.
     pub async fn outcome(self) -> Result<Outcome<S::Outputs>, Error> {
         self.task.await.map_err(|e| Error::Aborted {

@@ -294,7 +294,8 @@ where
 }
 
 /// Starts the saga on a runtime over `store` and waits until it ends or the
-/// store crashes; the runtime is dropped either way.
+/// store crashes; then the run is stopped where it is, as the process would
+/// be, and the runtime is dropped.
 async fn run_until_crash<S: Saga>(
     saga: &Arc<S>,
     store: &CrashingStore,
@@ -307,14 +308,16 @@ async fn run_until_crash<S: Saga>(
         .await
         .map_err(|e| e.to_string())?;
     runtime.register(Arc::clone(saga));
-    let run = async {
-        let handle = runtime.start_with::<S>(input, options).await?;
-        handle.outcome().await.map(drop)
-    };
-    tokio::select! {
+    let failed = |e: Error| format!("the first run failed: {e}");
+    let handle = tokio::select! {
         biased;
-        () = store.wait_for_crash() => Ok(()),
-        result = run => result.map_err(|e: Error| format!("the first run failed: {e}")),
+        // Before the saga's task exists: nothing more runs.
+        () = store.wait_for_crash() => return Ok(()),
+        started = runtime.start_with::<S>(input, options) => started.map_err(failed)?,
+    };
+    match handle.outcome_unless_crash(store.wait_for_crash()).await {
+        None => Ok(()),
+        Some(ended) => ended.map(drop).map_err(failed),
     }
 }
 
