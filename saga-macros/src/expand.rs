@@ -305,7 +305,8 @@ fn generate(
         },
     );
 
-    let checks = static_checks(saga);
+    let checks = static_checks(saga, &input_alias);
+    let thread_safe = thread_safe_bounds(saga, &ty_aliases, &input_alias);
 
     quote! {
         #stripped
@@ -345,7 +346,10 @@ fn generate(
                 ::saga::__private::Definition::__new(#saga_name, #fingerprint, #without_input, &__SAGA_STEPS, #deadline);
 
             #[automatically_derived]
-            impl ::saga::__private::Saga for #self_ty {
+            impl ::saga::__private::Saga for #self_ty
+            where
+                #thread_safe
+            {
                 type Input = #input_ty;
                 type Outputs = #outputs;
                 type State = __SagaState;
@@ -587,28 +591,71 @@ fn policy(base: TokenStream, spec: Option<&RetrySpec>, timeout: Option<attr::Dur
     expr
 }
 
+/// The `where` clause of the `Saga` impl: each output, and the input, is
+/// `Send + Sync + 'static` (`ThreadSafe`'s supertraits). The trait asks it
+/// of the state, the outputs and the returned futures, which all hold these
+/// types; assumed here, a type that is not thread-safe is reported once, by
+/// `static_checks` at the user's type, rather than again at each of them,
+/// at the attribute. The binder (`for<'..>`, naming nothing) keeps rustc
+/// from rejecting a false bound on concrete types at the impl itself; code
+/// elsewhere that uses such a saga fails too, citing the same type.
+fn thread_safe_bounds(saga: &Saga, outputs: &[syn::Ident], input: &syn::Ident) -> TokenStream {
+    let outputs = saga.steps.iter().zip(outputs).map(|(step, alias)| {
+        let alias = respan(alias.to_token_stream(), output_span(&step.sig));
+        quote!(for<'__saga_bound> #alias: ::saga::__private::ThreadSafe,)
+    });
+    let input_span = saga
+        .args
+        .input
+        .as_ref()
+        .map_or_else(Span::call_site, |t| t.span());
+    let input = respan(input.to_token_stream(), input_span);
+    quote! {
+        #( #outputs )*
+        for<'__saga_bound> #input: ::saga::__private::ThreadSafeInput,
+    }
+}
+
+/// Where a step's output type is written (or its return type, for an alias
+/// that hides it).
+fn output_span(sig: &Signature) -> Span {
+    sig.output_type().map_or_else(
+        || sig.ret.map_or_else(Span::call_site, |r| r.span()),
+        |t| t.span(),
+    )
+}
+
 /// Bounds checked with the user's spans, so errors point at their types.
 /// Each is checked here once; the generated code that relies on them
 /// dispatches through fallbacks instead of repeating the bound (see
 /// `saga::__private::Codec`). Error types are checked where they are
 /// converted, in the run and compensate arms, spanned at each error type.
-fn static_checks(saga: &Saga) -> TokenStream {
+fn static_checks(saga: &Saga, input_alias: &syn::Ident) -> TokenStream {
     let checks = saga.steps.iter().map(|step| {
         let out = output_type(&step.sig);
-        let span = step.sig.output_type().map_or_else(
-            || step.sig.ret.map_or_else(Span::call_site, |r| r.span()),
-            |t| t.span(),
-        );
+        let span = output_span(&step.sig);
         quote_spanned!(span=>
-            ::saga::__private::assert_serialize::<#out>();
-            ::saga::__private::assert_deserialize::<#out>();
             ::saga::__private::assert_send_sync::<#out>();
+            ::saga::__private::assert_log(
+                (&&::saga::__private::OutputProbe::<#out>::NEW).saga_log_check(),
+            );
+        )
+    });
+    // Through the alias, so that an input type that does not resolve is
+    // reported only where it is written.
+    let input = saga.args.input.as_ref().map(|input| {
+        let alias = respan(input_alias.to_token_stream(), input.span());
+        quote_spanned!(input.span()=>
+            ::saga::__private::assert_input_send_sync::<#alias>();
         )
     });
     quote! {
         #[allow(dead_code)]
         fn __saga_static_checks() {
+            #[allow(unused_imports)]
+            use ::saga::__private::{NotThreadSafe as _, ViaThreadSafe as _};
             #( #checks )*
+            #input
         }
     }
 }

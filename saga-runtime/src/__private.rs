@@ -5,6 +5,8 @@ pub use serde;
 pub use serde_json;
 pub use std::time::Duration;
 
+use std::marker::PhantomData;
+
 pub use crate::{
     Backoff, Definition, RetryPolicy, Saga, StepContext, StepDef, StepError, StepKind,
 };
@@ -36,8 +38,8 @@ impl<T, E> StepReturn for Result<T, E> {
 /// Turns a step's error into a [`StepError`], keeping a `StepError` as is.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used as the error of a step or compensation",
-    label = "this error type does not implement `std::error::Error`",
-    note = "implement `std::error::Error + Send + Sync + 'static` for it (for example with `thiserror`), or return `saga::StepError`"
+    label = "a step's error must implement `std::error::Error + Send + Sync + 'static`",
+    note = "implement `std::error::Error` for it (for example with `thiserror`) and keep it thread-safe (`Arc` instead of `Rc`, no `Cell`), or return `saga::StepError`"
 )]
 pub trait IntoStepError {
     /// Wraps the error; `retryable` is its classification.
@@ -46,7 +48,7 @@ pub trait IntoStepError {
 
 impl<E> IntoStepError for E
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + ThreadSafeError,
 {
     fn into_step_error(self, retryable: bool) -> StepError {
         StepError::new(self, retryable)
@@ -58,6 +60,15 @@ impl IntoStepError for StepError {
         self
     }
 }
+
+/// An error that can go to another thread: `Send + Sync + 'static`, named
+/// by one trait so that an error type that is neither `Send` nor `Sync` is
+/// reported once, as not an [`IntoStepError`], rather than once per missing
+/// auto trait at the type of one of its fields.
+pub trait ThreadSafeError: Send + Sync + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<E: ?Sized + Send + Sync + 'static> ThreadSafeError for E {}
 
 /// Autoref specialization: `(&&Classifier(&e)).saga_retryable()` asks
 /// [`Classify`](crate::Classify) if `E` implements it, and says "retryable"
@@ -118,20 +129,83 @@ pub trait LogDeserialize {}
 impl<T: serde::de::DeserializeOwned> LogDeserialize for T {}
 
 /// A step output, which the runtime hands between tasks and threads.
+///
+/// The supertraits matter: `#[saga]` makes its `Saga` impl conditional on
+/// `for<'a> Output: ThreadSafe` for each output (the binder keeps rustc from
+/// rejecting the bound itself as trivially false), so that inside the impl
+/// the outputs are `Send + Sync + 'static` by assumption and a type that is
+/// not is reported once, by [`assert_send_sync`] at the user's type, instead
+/// of again at every generated type and future that contains it.
+/// `do_not_recommend` makes that one report this trait's message, not one
+/// error per missing auto trait.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a step output: it is not `Send + Sync + 'static`",
     label = "step outputs are shared with the steps and compensations that use them, on any thread",
-    note = "use thread-safe, owned types in outputs (`Arc` instead of `Rc`, `String` instead of `&str`); keep handles to live resources in the saga's struct instead"
+    note = "use thread-safe, owned types in outputs (`Arc` instead of `Rc`, a `Mutex` or an atomic instead of `Cell`/`RefCell`, `String` instead of `&str`); keep handles to live resources in the saga's struct instead"
 )]
-pub trait ThreadSafe {}
-impl<T: Send + Sync + 'static> ThreadSafe for T {}
+pub trait ThreadSafe: Send + Sync + 'static {}
+#[diagnostic::do_not_recommend]
+impl<T: ?Sized + Send + Sync + 'static> ThreadSafe for T {}
 
-/// Compile-time check that a step output can be stored in the saga log.
-pub fn assert_serialize<T: ?Sized + LogSerialize>() {}
-/// Compile-time check that a step output can be read back from the saga log.
-pub fn assert_deserialize<T: LogDeserialize>() {}
+/// The saga's input, which every step borrows, on any thread. Like
+/// [`ThreadSafe`], for the input type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the saga's input: it is not `Send + Sync + 'static`",
+    label = "the input is borrowed by every step, and steps run on any thread",
+    note = "use thread-safe, owned types in the input (`Arc` instead of `Rc`, a `Mutex` or an atomic instead of `Cell`/`RefCell`, `String` instead of `&str`)"
+)]
+pub trait ThreadSafeInput: Send + Sync + 'static {}
+#[diagnostic::do_not_recommend]
+impl<T: ?Sized + Send + Sync + 'static> ThreadSafeInput for T {}
+
+/// Compile-time check that a step output can be stored in the saga log and
+/// read back, given the [`LogCheck`] that [`OutputProbe`] returns for it.
+pub fn assert_log<T: LogSerialize + LogDeserialize>(_: LogCheck<T>) {}
+
+/// Autoref specialization for the static checks of an output:
+/// `(&&OutputProbe::<T>::NEW).saga_log_check()` is `LogCheck<T>`, whose
+/// serde impls [`assert_log`] checks, if `T` is [`ThreadSafe`], and
+/// `LogCheck<()>` otherwise. An output that is not thread-safe (an `Rc`,
+/// which serde also rejects without its `rc` feature) is then reported once,
+/// by [`assert_send_sync`], and its serde impls only once it is.
+pub struct OutputProbe<T>(PhantomData<T>);
+
+impl<T> OutputProbe<T> {
+    /// The probe.
+    pub const NEW: Self = OutputProbe(PhantomData);
+}
+
+/// The output whose serde impls [`assert_log`] checks.
+pub struct LogCheck<T>(PhantomData<T>);
+
+/// The arm of [`OutputProbe`] for a thread-safe output.
+pub trait ViaThreadSafe<T> {
+    /// `LogCheck<T>`.
+    fn saga_log_check(&self) -> LogCheck<T>;
+}
+
+impl<T: ThreadSafe> ViaThreadSafe<T> for &OutputProbe<T> {
+    fn saga_log_check(&self) -> LogCheck<T> {
+        LogCheck(PhantomData)
+    }
+}
+
+/// The arm of [`OutputProbe`] for an output already reported as not
+/// thread-safe.
+pub trait NotThreadSafe {
+    /// `LogCheck<()>`, which passes.
+    fn saga_log_check(&self) -> LogCheck<()>;
+}
+
+impl<T> NotThreadSafe for OutputProbe<T> {
+    fn saga_log_check(&self) -> LogCheck<()> {
+        LogCheck(PhantomData)
+    }
+}
 /// Compile-time check that a step output can be shared across threads.
 pub fn assert_send_sync<T: ?Sized + ThreadSafe>() {}
+/// Compile-time check that the saga's input can be shared across threads.
+pub fn assert_input_send_sync<T: ?Sized + ThreadSafeInput>() {}
 
 /// A value `Self` (a step's output, the input or the context) that a
 /// parameter declared as `&T` borrows. Any borrowed form works, as with

@@ -1,7 +1,7 @@
-//! An output that is not `Send + Sync` is reported at its type (the last two
-//! errors). Known limitation: rustc also reports it where the generated
-//! `Saga` impl requires its state and outputs to be `Send + Sync`, at the
-//! attribute, because those bounds are on the `Saga` trait itself.
+//! An output that is not `Send + Sync` is reported once, at its type, and
+//! not again where the generated `Saga` impl holds it (its state, its
+//! outputs, its futures), though the `Saga` trait requires those to be
+//! `Send + Sync`.
 
 use std::marker::PhantomData;
 
