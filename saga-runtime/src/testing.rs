@@ -187,10 +187,12 @@ pub struct Exploration {
 }
 
 /// Runs saga `S` once per crash point, before and after each record its
-/// log would get, and once without crashing. After each crash it starts a
-/// fresh runtime on the surviving log, recovers, resumes the saga if it
-/// ended stuck, and asks `invariant` whether the world is whole. Returns at
-/// the first broken case with a readable report.
+/// log would get, and once without crashing. At the crash the run stops
+/// where it is, as a killed process would (a step it was awaiting is
+/// dropped, and acts no more). Then it starts a fresh runtime on the
+/// surviving log, recovers, resumes the saga if it ended stuck, and asks
+/// `invariant` whether the world is whole. Returns at the first broken case
+/// with a readable report.
 ///
 /// `setup` builds the saga's services afresh for each case (your fake banks,
 /// say); `invariant` gets them and the case after recovery. A saga still
