@@ -259,7 +259,7 @@ fn generate(
             );
             let into_result = quote_spanned!(err_span=>
                 ::saga::__private::into_step_result(
-                    __saga_result,
+                    (&&::saga::__private::ErrorProbe::of(&__saga_result)).saga_unbox(__saga_result),
                     |__saga_error| (&&::saga::__private::Classifier(__saga_error)).saga_retryable(),
                 )
             );
@@ -291,7 +291,7 @@ fn generate(
             );
             let into_result = quote_spanned!(err_span=>
                 ::saga::__private::into_step_result(
-                    __saga_result,
+                    (&&::saga::__private::ErrorProbe::of(&__saga_result)).saga_unbox(__saga_result),
                     |__saga_error| (&&::saga::__private::Classifier(__saga_error)).saga_retryable(),
                 )
             );
@@ -318,8 +318,9 @@ fn generate(
         const _: () = {
             #[allow(unused_imports)]
             use ::saga::__private::{
-                UncheckedDeserialize as _, UncheckedSerialize as _, ViaClassify as _,
-                ViaDefault as _, ViaDeserialize as _, ViaSerialize as _,
+                UncheckedDeserialize as _, UncheckedSerialize as _, ViaBoxedError as _,
+                ViaClassify as _, ViaDefault as _, ViaDeserialize as _, ViaOwnError as _,
+                ViaSerialize as _,
             };
 
             #[allow(dead_code)]

@@ -99,6 +99,86 @@ impl<E> ViaDefault for Classifier<'_, E> {
     }
 }
 
+/// The error most crates return without a type of their own.
+type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Autoref specialization for a step's error type:
+/// `(&&ErrorProbe::of(&result)).saga_unbox(result)` turns a
+/// `Box<dyn Error + Send + Sync>` error into a retryable [`StepError`]
+/// holding the same box, and leaves any other error as it is for
+/// [`into_step_result`].
+///
+/// The boxed error needs its own arm: `IntoStepError` cannot be implemented
+/// for it beside the impl for every `E: Error` (std may one day implement
+/// `Error` for the box). The other arm has no bounds, so an error type that
+/// fits neither is still reported once, by `into_step_result`'s
+/// `IntoStepError` bound at the user's type. A box that is not `Send + Sync`
+/// takes the boxed arm and is reported once, by [`ThreadSafeBox`]. Both arms
+/// only move the result: no allocation, the box is kept as it is.
+pub struct ErrorProbe<E>(PhantomData<E>);
+
+impl<E> ErrorProbe<E> {
+    /// The probe for the error type of `result`.
+    pub fn of<T>(_: &Result<T, E>) -> Self {
+        ErrorProbe(PhantomData)
+    }
+}
+
+/// `dyn Error`, with or without `Send` and `Sync`: what the boxed arm of
+/// [`ErrorProbe`] takes.
+pub trait DynError {}
+impl DynError for dyn std::error::Error {}
+impl DynError for dyn std::error::Error + Send {}
+impl DynError for dyn std::error::Error + Sync {}
+impl DynError for dyn std::error::Error + Send + Sync {}
+
+/// A boxed error the runtime can keep: `Box<dyn Error + Send + Sync>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used as the error of a step or compensation",
+    label = "a boxed step error must be `Send + Sync`",
+    note = "steps run on any thread: return `Box<dyn std::error::Error + Send + Sync>`, or `saga::StepError`"
+)]
+pub trait ThreadSafeBox {
+    /// The box, as the runtime keeps it.
+    fn into_boxed_error(self) -> BoxedError;
+}
+
+impl ThreadSafeBox for BoxedError {
+    fn into_boxed_error(self) -> BoxedError {
+        self
+    }
+}
+
+/// The arm of [`ErrorProbe`] for `Box<dyn Error ..>`.
+pub trait ViaBoxedError<D: ?Sized> {
+    /// The error as a retryable [`StepError`], keeping the box (and so its
+    /// message and sources).
+    fn saga_unbox<T>(&self, result: Result<T, Box<D>>) -> Result<T, StepError>
+    where
+        Box<D>: ThreadSafeBox;
+}
+
+impl<D: ?Sized + DynError> ViaBoxedError<D> for &ErrorProbe<Box<D>> {
+    fn saga_unbox<T>(&self, result: Result<T, Box<D>>) -> Result<T, StepError>
+    where
+        Box<D>: ThreadSafeBox,
+    {
+        result.map_err(|e| StepError::from_boxed(e.into_boxed_error(), true))
+    }
+}
+
+/// The arm of [`ErrorProbe`] for any other error.
+pub trait ViaOwnError<E> {
+    /// The result, unchanged.
+    fn saga_unbox<T>(&self, result: Result<T, E>) -> Result<T, E>;
+}
+
+impl<E> ViaOwnError<E> for ErrorProbe<E> {
+    fn saga_unbox<T>(&self, result: Result<T, E>) -> Result<T, E> {
+        result
+    }
+}
+
 /// Converts a step's result into the runtime's, classifying the error.
 pub fn into_step_result<T, E: IntoStepError>(
     result: Result<T, E>,
@@ -276,8 +356,8 @@ pub fn clone_output<T: CloneOutput>(value: &T) -> T {
 /// Autoref specialization for the outputs' codecs: `(&&Codec(slot))`
 /// dispatches to serde when the output implements it, and otherwise to a
 /// stand-in. The stand-in never runs: `#[saga]` checks every output with
-/// [`assert_serialize`] and [`assert_deserialize`] at the output's type, so a
-/// saga whose output lacks serde does not compile. Without the stand-in, the
+/// [`assert_log`] at the output's type, so a saga whose output lacks serde
+/// does not compile. Without the stand-in, the
 /// same missing impl would be reported again at every place the macro uses
 /// it, pointing at the attribute instead of the type.
 pub struct Codec<'a, T>(pub Option<&'a T>);

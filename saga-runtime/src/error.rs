@@ -10,9 +10,11 @@ use std::time::Duration;
 ///
 /// A step may return any `std::error::Error + Send + Sync + 'static` as its
 /// error; the runtime wraps it in a `StepError`, asking [`Classify`] whether it
-/// is retryable (by default it is). A step can also return `StepError` itself
-/// and decide per error with [`permanent`] and [`retryable`]; `?` converts any
-/// error into a retryable `StepError`.
+/// is retryable (by default it is), or `Box<dyn std::error::Error + Send +
+/// Sync>`, which the runtime keeps as it is (message and sources) as a
+/// retryable error. A step can also return `StepError` itself and decide per
+/// error with [`permanent`] and [`retryable`]; `?` converts any error into a
+/// retryable `StepError`.
 ///
 /// ```
 /// use saga_runtime::{permanent, StepError};
@@ -45,6 +47,10 @@ impl StepError {
 
     /// Wraps an error already boxed (`Box<dyn Error + Send + Sync>`, as
     /// many crates return), with an explicit classification.
+    ///
+    /// A step or compensation may return the box itself, which is then
+    /// wrapped as retryable; this is for a step that returns `StepError` and
+    /// classifies a boxed error itself, for example as permanent.
     ///
     /// ```
     /// # use saga_runtime::StepError;
