@@ -60,8 +60,8 @@ pub mod prelude {
     pub use saga_runtime::store::PostgresStore;
     pub use saga_runtime::store::{MemoryStore, SqliteStore};
     pub use saga_runtime::{
-        Backoff, Classify, Outcome, RetryPolicy, Runtime, Saga, SagaId, SagaOptions, StepContext,
-        StepError, permanent, retryable,
+        Backoff, Classify, IdempotencyKey, Outcome, Registered, RetryPolicy, Runtime, Saga, SagaId,
+        SagaOptions, StepContext, StepError, permanent, retryable,
     };
 }
 
