@@ -614,6 +614,7 @@ fn thread_safe_bounds(saga: &Saga, outputs: &[syn::Ident], input: &syn::Ident) -
     quote! {
         #( #outputs )*
         for<'__saga_bound> #input: ::saga::__private::ThreadSafeInput,
+        for<'__saga_bound> #input: ::saga::__private::LogInput,
     }
 }
 
@@ -648,6 +649,7 @@ fn static_checks(saga: &Saga, input_alias: &syn::Ident) -> TokenStream {
         let alias = respan(input_alias.to_token_stream(), input.span());
         quote_spanned!(input.span()=>
             ::saga::__private::assert_input_send_sync::<#alias>();
+            ::saga::__private::assert_input_log::<#alias>();
         )
     });
     quote! {

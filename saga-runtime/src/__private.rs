@@ -238,6 +238,23 @@ pub trait ThreadSafeInput: Send + Sync + 'static {}
 #[diagnostic::do_not_recommend]
 impl<T: ?Sized + Send + Sync + 'static> ThreadSafeInput for T {}
 
+/// The saga's input, which the log keeps: written before the first step
+/// runs, read back on recovery. Like [`ThreadSafeInput`], assumed by the
+/// `Saga` impl and checked once at the input type, so that a missing serde
+/// impl is one error saying what to derive, not one per missing trait with
+/// serde's list of the types that have it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the saga's input: it cannot be stored in the saga log",
+    label = "the input is written to the saga log before the first step runs, and read back on recovery",
+    note = "derive both: `#[derive(serde::Serialize, serde::Deserialize)]`, and own the data (`String`, not `&str`)"
+)]
+pub trait LogInput: serde::Serialize + serde::de::DeserializeOwned {}
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> LogInput for T {}
+
+/// Compile-time check that the saga's input can be stored in the saga log.
+pub fn assert_input_log<T: LogInput>() {}
+
 /// Compile-time check that a step output can be stored in the saga log and
 /// read back, given the [`LogCheck`] that [`OutputProbe`] returns for it.
 pub fn assert_log<T: LogSerialize + LogDeserialize>(_: LogCheck<T>) {}
