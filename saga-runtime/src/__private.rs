@@ -197,6 +197,7 @@ pub fn into_step_result<T, E: IntoStepError>(
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`"
 )]
 pub trait LogSerialize {}
+#[diagnostic::do_not_recommend]
 impl<T: serde::Serialize> LogSerialize for T {}
 
 /// A step output, which `#[saga]` reads back from the saga log.
@@ -206,6 +207,7 @@ impl<T: serde::Serialize> LogSerialize for T {}
     note = "derive it: `#[derive(serde::Serialize, serde::Deserialize)]`, and own the data (`String`, not `&str`)"
 )]
 pub trait LogDeserialize {}
+#[diagnostic::do_not_recommend]
 impl<T: serde::de::DeserializeOwned> LogDeserialize for T {}
 
 /// A step output, which the runtime hands between tasks and threads.
