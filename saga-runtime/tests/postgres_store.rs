@@ -998,3 +998,138 @@ async fn leases_are_renewed_again_after_an_outage_with_nothing_to_write() {
     a.append(vec![started(id, 1)]).await.unwrap();
     drop((a, b));
 }
+
+/// The records of saga `id` in `store`, by seq.
+async fn seqs(store: &PostgresStore, id: SagaId) -> Vec<u64> {
+    let log = store.load(id).await.unwrap().expect("saga");
+    log.records.iter().map(|r| r.seq).collect()
+}
+
+/// Several appends of one saga in one batch (the writer writes a batch a
+/// round at a time: each saga once per statement) go in as one statement
+/// each would: in order, each under the rules the ones before left.
+#[tokio::test]
+async fn appends_of_one_saga_in_one_batch_are_written_in_order() {
+    let schema = Schema::new();
+    let a = schema.store("a", LONG).await;
+    let b = schema.store("b", LONG).await;
+    let (x, y) = (SagaId::new(), SagaId::new());
+    a.append(vec![created(y)]).await.unwrap();
+    let before = a.stats().transactions;
+    // Sent together, written in one batch: x is created and written to
+    // twice; y is written to, completed, then written to once more.
+    let x0 = a.append(vec![created(x)]);
+    let x1 = a.append(vec![started(x, 1)]);
+    let y1 = a.append(vec![started(y, 1)]);
+    let x2 = a.append(vec![started(x, 2), started(x, 3)]);
+    let y2 = a.append(vec![Record::new(y, 2, Entry::Completed)]);
+    let y3 = a.append(vec![started(y, 3)]);
+    let (x0, x1, y1, x2, y2, y3) = tokio::join!(x0, x1, y1, x2, y2, y3);
+    assert_eq!(a.stats().transactions, before + 1, "not one batch");
+    for written in [x0, x1, y1, x2, y2] {
+        written.unwrap();
+    }
+    // Completed by the append before it, y takes nothing more.
+    assert!(
+        matches!(y3, Err(StoreError::LeaseLost { saga }) if saga == y),
+        "{y3:?}"
+    );
+    assert_eq!(seqs(&a, x).await, [0, 1, 2, 3]);
+    assert_eq!(seqs(&a, y).await, [0, 1, 2]);
+    let y_log = a.load(y).await.unwrap().unwrap();
+    assert_eq!(y_log.summary.state, SagaState::Completed);
+    assert_eq!(y_log.records[1].decode().unwrap(), started(y, 1).entry);
+    // x, created in the batch, is a's: a writes on, b is refused.
+    assert!(matches!(
+        b.append(vec![started(x, 4)]).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    a.append(vec![started(x, 4)]).await.unwrap();
+    assert_eq!(seqs(&a, x).await, [0, 1, 2, 3, 4]);
+}
+
+/// In a batch, an append whose record is already written fails alone: the
+/// other sagas' appends, and the next append of its own saga, are written.
+#[tokio::test]
+async fn a_conflicting_append_among_good_ones_fails_alone() {
+    let schema = Schema::new();
+    let a = schema.store("a", LONG).await;
+    let (x, y, z) = (SagaId::new(), SagaId::new(), SagaId::new());
+    a.append(vec![created(x)]).await.unwrap();
+    a.append(vec![started(x, 1)]).await.unwrap();
+    a.append(vec![created(y)]).await.unwrap();
+    let before = a.stats().transactions;
+    let y1 = a.append(vec![started(y, 1)]);
+    // Seq 1 of x is written: this one collides (and would complete x).
+    let clash = a.append(vec![Record::new(x, 1, Entry::Completed)]);
+    let x2 = a.append(vec![started(x, 2)]);
+    let z0 = a.append(vec![created(z)]);
+    let y2 = a.append(vec![started(y, 2)]);
+    let (y1, clash, x2, z0, y2) = tokio::join!(y1, clash, x2, z0, y2);
+    assert_eq!(a.stats().transactions, before + 1, "not one batch");
+    assert!(
+        matches!(clash, Err(StoreError::Conflict { saga, seq: 1 }) if saga == x),
+        "{clash:?}"
+    );
+    for written in [y1, x2, z0, y2] {
+        written.unwrap();
+    }
+    assert_eq!(seqs(&a, x).await, [0, 1, 2]);
+    assert_eq!(seqs(&a, y).await, [0, 1, 2]);
+    assert_eq!(seqs(&a, z).await, [0]);
+    let x_log = a.load(x).await.unwrap().unwrap();
+    assert_eq!(x_log.summary.state, SagaState::Running);
+    assert_eq!(x_log.records[1].decode().unwrap(), started(x, 1).entry);
+    // Every saga is still a's.
+    for (id, seq) in [(x, 3), (y, 3), (z, 1)] {
+        a.append(vec![started(id, seq)]).await.unwrap();
+    }
+}
+
+/// In a batch, the appends of a saga another worker took over are refused
+/// (nothing of theirs is written) and fence the saga off; the others are
+/// written, and renew their sagas' leases.
+#[tokio::test]
+async fn a_refused_append_among_good_ones_writes_nothing_and_others_are_written() {
+    let schema = Schema::new();
+    let (a, b, x) = schema.a_and_b().await;
+    let (y, z) = (SagaId::new(), SagaId::new());
+    a.append(vec![created(y)]).await.unwrap();
+    schema.expire_leases().await;
+    // b takes x over by writing to it.
+    b.append(vec![started(x, 1)]).await.unwrap();
+    let before = a.stats().transactions;
+    let x2 = a.append(vec![started(x, 2)]);
+    let y1 = a.append(vec![started(y, 1)]);
+    let x3 = a.append(vec![started(x, 3)]);
+    let z0 = a.append(vec![created(z)]);
+    let (x2, y1, x3, z0) = tokio::join!(x2, y1, x3, z0);
+    assert_eq!(a.stats().transactions, before + 1, "not one batch");
+    for refused in [x2, x3] {
+        assert!(
+            matches!(refused, Err(StoreError::LeaseLost { saga }) if saga == x),
+            "{refused:?}"
+        );
+    }
+    y1.unwrap();
+    z0.unwrap();
+    assert_eq!(seqs(&a, x).await, [0, 1]);
+    assert_eq!(seqs(&a, y).await, [0, 1]);
+    assert_eq!(seqs(&a, z).await, [0]);
+    // y's lease, expired, was renewed by a's append: b takes only x (its own).
+    let taken: Vec<SagaId> = b
+        .unfinished()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.summary.id)
+        .collect();
+    assert_eq!(taken, [x]);
+    // a stays fenced off x, even once x is free again.
+    b.release(x).await.unwrap();
+    assert!(matches!(
+        a.append(vec![started(x, 2)]).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    a.append(vec![started(y, 2)]).await.unwrap();
+}

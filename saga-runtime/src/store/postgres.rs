@@ -136,6 +136,61 @@ const APPEND: &str = "
     )
     SELECT token, owner FROM saga";
 
+/// Writes a round of appends (at most one per saga) in one statement, for
+/// worker `$1` under a lease of `$2` ms: creates the sagas `$7`..`$11`
+/// (id, name, fingerprint, state, first record's time) as [`CREATE`] does,
+/// and updates the sagas `$3`..`$6` (id, token, new state or null, when it
+/// changed) as [`APPEND`] does, each under [`APPEND`]'s rule; then writes
+/// those of the records `$12`..`$15` (saga, seq, time, body) whose saga was
+/// written. The sagas updated are locked first, in id order, as every
+/// statement that locks several does (only those that qualify, as
+/// [`APPEND`] locks only a row it writes). Returns the id, the token and the
+/// owner of each saga written; a saga updated that is not returned was
+/// refused, and none of its records is written.
+const WRITE_ROUND: &str = "
+    WITH locked AS (
+        SELECT a.id, a.token, a.state, a.at
+        FROM sagas s
+        JOIN unnest($3::uuid[], $4::bigint[], $5::text[], $6::bigint[])
+            AS a (id, token, state, at) ON a.id = s.id
+        WHERE (s.owner = $1 AND s.token = a.token)
+           OR (a.token = 0 AND s.state NOT IN ('completed', 'compensated')
+               AND (s.owner IS NULL OR s.owner = $1 OR s.lease_until < now()))
+        ORDER BY s.id
+        FOR UPDATE OF s
+    ), appended AS (
+        UPDATE sagas s SET
+            token = CASE WHEN s.owner IS DISTINCT FROM $1 THEN s.token + 1 ELSE s.token END,
+            owner = CASE WHEN coalesce(a.state, s.state) = 'running' THEN $1 END,
+            lease_until = now() + interval '1 millisecond' * $2::bigint,
+            state = coalesce(a.state, s.state),
+            updated_ms = CASE WHEN a.state IS NULL THEN s.updated_ms ELSE a.at END
+        FROM locked a
+        WHERE s.id = a.id
+          AND ((s.owner = $1 AND s.token = a.token)
+               OR (a.token = 0 AND s.state NOT IN ('completed', 'compensated')
+                   AND (s.owner IS NULL OR s.owner = $1 OR s.lease_until < now())))
+        RETURNING s.id, s.token, s.owner
+    ), created AS (
+        INSERT INTO sagas (id, name, fingerprint, state, created_ms, updated_ms,
+                           owner, token, lease_until)
+        SELECT c.id, c.name, c.fingerprint, c.state, c.at, c.at,
+               CASE WHEN c.state = 'running' THEN $1 END, 1,
+               now() + interval '1 millisecond' * $2::bigint
+        FROM unnest($7::uuid[], $8::text[], $9::bigint[], $10::text[], $11::bigint[])
+            AS c (id, name, fingerprint, state, at)
+        RETURNING id, token, owner
+    ), written AS (
+        INSERT INTO records (saga_id, seq, at_ms, body)
+        SELECT r.saga_id, r.seq, r.at_ms, r.body
+        FROM unnest($12::uuid[], $13::bigint[], $14::bigint[], $15::text[])
+            AS r (saga_id, seq, at_ms, body)
+        WHERE r.saga_id IN (SELECT id FROM appended UNION ALL SELECT id FROM created)
+    )
+    SELECT id, token, owner FROM appended
+    UNION ALL
+    SELECT id, token, owner FROM created";
+
 /// The next unfinished sagas this worker may take, in id order: free, its
 /// own, or with an expired lease.
 const CANDIDATES: &str = "
@@ -780,6 +835,7 @@ struct Writer {
     client: Client,
     create: tokio_postgres::Statement,
     append: tokio_postgres::Statement,
+    round: tokio_postgres::Statement,
     connector: Arc<Connector>,
 }
 
@@ -788,6 +844,7 @@ impl Writer {
         Ok(Writer {
             create: client.prepare(CREATE).await.map_err(backend)?,
             append: client.prepare(APPEND).await.map_err(backend)?,
+            round: client.prepare(WRITE_ROUND).await.map_err(backend)?,
             client,
             connector,
         })
@@ -864,18 +921,27 @@ async fn write_appends(
     owner: &Ownership,
     stats: &Counters,
 ) {
-    // The fast path writes every append in one transaction. An append that
-    // fails (a conflicting record) aborts it; the batch is then written
-    // again without the failed ones, so one bad append fails alone. An
-    // append refused for want of a lease writes nothing and aborts nothing.
-    // A deadlock or serialization failure is nobody's fault: the batch is
+    // The fast path writes every append in one transaction, with one
+    // statement per round (one append per saga each). If that fails (an
+    // append with a conflicting record aborts it), the batch is written
+    // again with one statement per append: an append that fails there
+    // aborts the transaction, and the batch is then written again
+    // without the failed ones, so one bad append fails alone. An append
+    // refused for want of a lease writes nothing and aborts nothing. A
+    // deadlock or serialization failure is nobody's fault: the batch is
     // written again as it was, a few times.
     let mut failed: Vec<Option<StoreError>> = appends.iter().map(|_| None).collect();
+    let mut by_round = true;
     let mut retries = 0;
     let outcome = loop {
-        match write_batch(client, &appends, &failed, owner).await {
+        let attempt = if by_round {
+            write_rounds(client, &appends, owner).await
+        } else {
+            write_batch(client, &appends, &failed, owner).await
+        };
+        match attempt {
             Ok(done) => break Ok(done),
-            Err(BatchError::Append(_, e) | BatchError::Transaction(e))
+            Err(BatchError::Append(_, e) | BatchError::Round(e) | BatchError::Transaction(e))
                 if transient(&e) && retries < 5 =>
             {
                 retries += 1;
@@ -884,7 +950,7 @@ async fn write_appends(
             // batch is written again on a new one. If its commit had
             // reached the server, its records are there, and the second
             // try fails as a conflict: nothing is lost or written twice.
-            Err(BatchError::Append(_, e) | BatchError::Transaction(e))
+            Err(BatchError::Append(_, e) | BatchError::Round(e) | BatchError::Transaction(e))
                 if connection_lost(&e) && retries < 5 =>
             {
                 retries += 1;
@@ -893,6 +959,11 @@ async fn write_appends(
                 }
             }
             Err(BatchError::Append(i, e)) => failed[i] = Some(conflict_or_backend(&appends[i], e)),
+            // Some append is wrong; which one, the per-append path finds.
+            Err(BatchError::Round(e)) => {
+                tracing::debug!(error = %describe(&e), "saga store: batch written again per append");
+                by_round = false;
+            }
             Err(BatchError::Transaction(e)) => break Err(backend(e)),
         }
     };
@@ -962,8 +1033,143 @@ async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_
 enum BatchError {
     /// Append `i` failed; the transaction was rolled back.
     Append(usize, tokio_postgres::Error),
+    /// A round's statement failed (for one of its appends, or all); the
+    /// transaction was rolled back.
+    Round(tokio_postgres::Error),
     /// The transaction itself failed.
     Transaction(tokio_postgres::Error),
+}
+
+/// Per append, the token it was written under and the saga's owner after
+/// it (`None` if refused or skipped).
+type Written = Vec<Option<(i64, Option<String>)>>;
+
+/// One round's statement, and the rows it returned.
+type RoundStatement<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+/// One statement of [`write_rounds`]: its appends, and its parameters.
+#[derive(Default)]
+struct Round<'a> {
+    /// The indexes of its appends in the batch.
+    appends: Vec<usize>,
+    /// The sagas appended to: id, token, new state, when it changed.
+    ids: Vec<uuid::Uuid>,
+    tokens: Vec<i64>,
+    states: Vec<Option<&'a str>>,
+    changed_at: Vec<i64>,
+    /// The sagas created: id, name, fingerprint, state, first record's time.
+    created: Vec<uuid::Uuid>,
+    names: Vec<&'a str>,
+    fingerprints: Vec<i64>,
+    created_states: Vec<&'a str>,
+    created_at: Vec<i64>,
+    /// Every record of the round: its saga, seq, time and body.
+    record_sagas: Vec<uuid::Uuid>,
+    seqs: Vec<i64>,
+    at_ms: Vec<i64>,
+    bodies: Vec<&'a str>,
+}
+
+/// Writes every append in one transaction, one statement per round: round
+/// `k` holds the `k`-th append of each saga in the batch. A round writes
+/// each of its sagas once, and the rounds run in order, so every append is
+/// checked and written as its own statement would have done it, under the
+/// token this worker held when the batch started. Returns what
+/// [`write_batch`] returns; a round that fails (a conflicting record, say)
+/// fails the whole batch, which is then written one append at a time.
+async fn write_rounds(
+    writer: &mut Writer,
+    appends: &[Append],
+    owner: &Ownership,
+) -> Result<Written, BatchError> {
+    let mut rounds: Vec<Round<'_>> = Vec::new();
+    let mut seen: HashMap<SagaId, usize> = HashMap::with_capacity(appends.len());
+    for (i, a) in appends.iter().enumerate() {
+        let k = seen.entry(a.id).or_insert(0);
+        if rounds.len() == *k {
+            rounds.push(Round::default());
+        }
+        let round = &mut rounds[*k];
+        *k += 1;
+        let id = a.id.as_uuid();
+        round.appends.push(i);
+        match &a.created {
+            Some((name, fingerprint)) => {
+                round.created.push(id);
+                round.names.push(name);
+                round.fingerprints.push(*fingerprint);
+                round
+                    .created_states
+                    .push(a.state.map_or("running", |(s, _)| s.as_str()));
+                round.created_at.push(a.at_ms.first().copied().unwrap_or(0));
+            }
+            None => {
+                round.ids.push(id);
+                round.tokens.push(owner.token(a.id));
+                round.states.push(a.state.map(|(s, _)| s.as_str()));
+                round.changed_at.push(a.state.map_or(0, |(_, at)| at));
+            }
+        }
+        round
+            .record_sagas
+            .extend(std::iter::repeat_n(id, a.seqs.len()));
+        round.seqs.extend_from_slice(&a.seqs);
+        round.at_ms.extend_from_slice(&a.at_ms);
+        round.bodies.extend(a.bodies.iter().map(String::as_str));
+    }
+    let tx = writer
+        .client
+        .transaction()
+        .await
+        .map_err(BatchError::Transaction)?;
+    let (shared_tx, statement) = (&tx, &writer.round);
+    // Every round is sent before the first answer is awaited (pipelined).
+    let statements: Vec<RoundStatement<'_>> = rounds
+        .iter()
+        .map(|r| -> RoundStatement<'_> {
+            Box::pin(async move {
+                shared_tx
+                    .query(
+                        statement,
+                        &[
+                            &owner.worker,
+                            &owner.lease_ms,
+                            &r.ids,
+                            &r.tokens,
+                            &r.states,
+                            &r.changed_at,
+                            &r.created,
+                            &r.names,
+                            &r.fingerprints,
+                            &r.created_states,
+                            &r.created_at,
+                            &r.record_sagas,
+                            &r.seqs,
+                            &r.at_ms,
+                            &r.bodies,
+                        ],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut written = vec![None; appends.len()];
+    // After a failed statement the transaction refuses the rest: the first
+    // failure is the cause.
+    for (round, rows) in rounds.iter().zip(join_all(statements).await) {
+        // Dropping the transaction rolls it back.
+        let rows = rows.map_err(BatchError::Round)?;
+        let mut by_saga: HashMap<uuid::Uuid, (i64, Option<String>)> = rows
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        for &i in &round.appends {
+            written[i] = by_saga.remove(&appends[i].id.as_uuid());
+        }
+    }
+    tx.commit().await.map_err(BatchError::Transaction)?;
+    Ok(written)
 }
 
 /// Writes every append not marked failed in one transaction; returns, per
@@ -974,7 +1180,7 @@ async fn write_batch(
     appends: &[Append],
     failed: &[Option<StoreError>],
     owner: &Ownership,
-) -> Result<Vec<Option<(i64, Option<String>)>>, BatchError> {
+) -> Result<Written, BatchError> {
     let tx = writer
         .client
         .transaction()
