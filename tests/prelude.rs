@@ -18,6 +18,7 @@ impl Bank {
     }
 }
 
+/// A saga holding money at the bank.
 pub struct Hold {
     bank: Arc<Bank>,
 }
