@@ -97,3 +97,91 @@ async fn runs_through_a_handle_are_logged_like_any_other() {
         .unwrap();
     assert_eq!(done.len(), 2);
 }
+
+/// Another saga type whose name is also `Tagged` (the type's name, without
+/// its module), as in a second module of the same service.
+pub mod other {
+    use saga::prelude::*;
+
+    /// Same name as `super::Tagged`.
+    pub struct Tagged;
+
+    #[saga(input = u32)]
+    impl Tagged {
+        #[step(readonly)]
+        async fn look(&self, input: &u32) -> Result<u32, StepError> {
+            Ok(*input)
+        }
+    }
+
+    /// The fix: a name of its own.
+    pub struct Renamed;
+
+    #[saga(input = u32, name = "other::Tagged")]
+    impl Renamed {
+        #[step(readonly)]
+        async fn look(&self, input: &u32) -> Result<u32, StepError> {
+            Ok(*input)
+        }
+    }
+}
+
+#[tokio::test]
+async fn registering_another_type_under_a_taken_name_panics_naming_both_and_the_fix() {
+    let runtime = Runtime::builder().build().await.unwrap();
+    runtime.register(Arc::new(Tagged { tag: "a" }));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.register(Arc::new(other::Tagged));
+    }))
+    .expect_err("two saga types registered under one name");
+    let message = panicked
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    for part in [
+        format!("`{}`", std::any::type_name::<Tagged>()),
+        format!("`{}`", std::any::type_name::<other::Tagged>()),
+        "`Tagged`".to_string(),
+        "#[saga(name = \"...\")]".to_string(),
+    ] {
+        assert!(message.contains(&part), "no {part} in: {message}");
+    }
+    // Nothing of the refused type was registered; the first stands.
+    assert_eq!(tag_of(runtime.run::<Tagged>(1).await.unwrap()), "a1");
+    assert!(matches!(
+        runtime.run::<other::Tagged>(1).await,
+        Err(Error::NotRegistered { saga: "Tagged" })
+    ));
+}
+
+#[tokio::test]
+async fn try_register_refuses_another_type_under_a_taken_name_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .build()
+        .await
+        .unwrap();
+    runtime.try_register(Arc::new(Tagged { tag: "a" })).unwrap();
+    match runtime.try_register(Arc::new(other::Tagged)) {
+        Err(Error::NameTaken {
+            name,
+            registered,
+            new,
+        }) => {
+            assert_eq!(name, "Tagged");
+            assert_eq!(registered, std::any::type_name::<Tagged>());
+            assert_eq!(new, std::any::type_name::<other::Tagged>());
+        }
+        Err(other) => panic!("expected the name to be taken, got {other}"),
+        Ok(_) => panic!("two saga types registered under one name"),
+    }
+    assert!(runtime.saga::<other::Tagged>().is_err());
+    // The same type again replaces its services, as `register` does.
+    let again = runtime.try_register(Arc::new(Tagged { tag: "b" })).unwrap();
+    assert_eq!(tag_of(again.run(1).await.unwrap()), "b1");
+    // With a name of its own, the other type registers beside it.
+    let renamed = runtime.try_register(Arc::new(other::Renamed)).unwrap();
+    assert!(renamed.run(2).await.unwrap().is_completed());
+    assert_eq!(tag_of(runtime.run::<Tagged>(3).await.unwrap()), "b3");
+}

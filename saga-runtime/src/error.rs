@@ -278,6 +278,48 @@ pub enum Error {
         /// The names that exist, comma separated.
         known: String,
     },
+    /// Options named a compensation where a step is expected (`retry`,
+    /// `Faults::fail_step`), or a step where a compensation is
+    /// (`compensation_retry`, `Faults::fail_compensation`).
+    ///
+    /// ```text
+    /// saga `PlaceOrder`: `release_stock` is a compensation: use `compensation_retry`, or name its step `reserve`
+    /// saga `PlaceOrder`: `reserve` is a step: use `retry`, or name its compensation `release_stock`
+    /// ```
+    #[error("saga `{saga}`: {}", wrong_kind(name, *is, instead, *counterpart))]
+    WrongKind {
+        /// The saga's name.
+        saga: &'static str,
+        /// The name given.
+        name: String,
+        /// What `name` names: [`Phase::Forward`](crate::Phase::Forward) for
+        /// a step, [`Phase::Compensation`](crate::Phase::Compensation) for a
+        /// compensation.
+        is: crate::Phase,
+        /// The option that takes such a name (`compensation_retry`, `retry`,
+        /// `fail_step`, ...).
+        instead: &'static str,
+        /// For a compensation, the name of its step; for a step, the name of
+        /// its compensation, if it has one.
+        counterpart: Option<&'static str>,
+    },
+    /// Options gave a retry policy that could never work: zero attempts
+    /// (`RetryPolicy::attempts(0)`), or a timeout of zero. The attributes
+    /// refuse the same at compile time.
+    #[error("saga `{saga}`: the retry policy given for {} `{name}` is refused: {reason}", match is {
+        crate::Phase::Forward => "step",
+        crate::Phase::Compensation => "compensation",
+    })]
+    InvalidRetryPolicy {
+        /// The saga's name.
+        saga: &'static str,
+        /// The step or compensation named.
+        name: String,
+        /// Whether `name` is a step or a compensation.
+        is: crate::Phase,
+        /// What is wrong, and what to write instead.
+        reason: &'static str,
+    },
     /// The saga log could not be read or written. A saga whose log failed
     /// stops where it is; recovery resumes it from the log.
     #[error(transparent)]
@@ -320,6 +362,21 @@ pub enum Error {
         /// The registered definition's fingerprint.
         current: u64,
     },
+    /// Two different saga types were registered under one name. Recovery
+    /// finds the code of a logged saga by its name alone, so the name must
+    /// stand for one type on a runtime. (Registering the same type again is
+    /// allowed: it replaces the services.)
+    #[error(
+        "cannot register saga type `{new}` under the name `{name}`: type `{registered}` is registered under it already, and recovery finds a saga's code by its name alone; give one of them a name of its own with `#[saga(name = \"...\")]`"
+    )]
+    NameTaken {
+        /// The name both types have.
+        name: &'static str,
+        /// The type registered under it first (`std::any::type_name`).
+        registered: &'static str,
+        /// The type refused (`std::any::type_name`).
+        new: &'static str,
+    },
     /// An operation on a saga's log needs a store, and the runtime has none.
     #[error(
         "this runtime has no store: build it with `Runtime::builder().store(..)` to resume or inspect sagas"
@@ -359,4 +416,22 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+}
+
+/// The text of [`Error::WrongKind`], after the saga's name.
+fn wrong_kind(name: &str, is: crate::Phase, instead: &str, counterpart: Option<&str>) -> String {
+    match (is, counterpart) {
+        (crate::Phase::Compensation, Some(step)) => {
+            format!("`{name}` is a compensation: use `{instead}`, or name its step `{step}`")
+        }
+        (crate::Phase::Compensation, None) => {
+            format!("`{name}` is a compensation: use `{instead}`")
+        }
+        (crate::Phase::Forward, Some(compensation)) => format!(
+            "`{name}` is a step: use `{instead}`, or name its compensation `{compensation}`"
+        ),
+        (crate::Phase::Forward, None) => {
+            format!("`{name}` is a step, which has no compensation: use `{instead}`")
+        }
+    }
 }

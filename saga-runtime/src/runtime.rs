@@ -165,39 +165,96 @@ impl Runtime {
     }
 
     /// Registers the services of saga `S`. Starting a saga needs its
-    /// registration, and so does recovering it after a restart (by its
-    /// name). Registering again replaces the earlier value for what starts
+    /// registration, and so does recovering it after a restart: recovery
+    /// finds the code of a logged saga by its name alone (the type's name
+    /// without its module, unless `#[saga(name = "...")]` gives another).
+    /// Registering `S` again replaces the earlier value for what starts
     /// and recovers later.
     ///
     /// Returns a [`Registered`] handle that starts and runs `S` with these
     /// services without looking them up (which [`Runtime::run`] and
     /// [`Runtime::start`] do, under a read lock, on every call); keep it
     /// where sagas are started often, or ignore it.
+    ///
+    /// # Panics
+    ///
+    /// If another saga type is registered under the same name already
+    /// (`a::Order` and `b::Order`, say, both named `Order` by default):
+    /// recovery could not tell their logs apart. The message names both
+    /// types; give one of them a name of its own with
+    /// `#[saga(name = "...")]`. [`try_register`](Self::try_register)
+    /// returns that as an error ([`Error::NameTaken`]) instead.
+    ///
+    /// ```should_panic
+    /// use saga::prelude::*;
+    /// use std::sync::Arc;
+    ///
+    /// mod a {
+    ///     use saga::prelude::*;
+    ///     pub struct Order;
+    ///     #[saga(input = ())]
+    ///     impl Order {
+    ///         #[step(readonly)]
+    ///         async fn look(&self) -> Result<(), StepError> { Ok(()) }
+    ///     }
+    /// }
+    /// mod b {
+    ///     use saga::prelude::*;
+    ///     pub struct Order; // also named "Order": write #[saga(input = (), name = "b::Order")]
+    ///     #[saga(input = ())]
+    ///     impl Order {
+    ///         #[step(readonly)]
+    ///         async fn look(&self) -> Result<(), StepError> { Ok(()) }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga::Error> {
+    /// let runtime = Runtime::builder().build().await?;
+    /// runtime.register(Arc::new(a::Order));
+    /// runtime.register(Arc::new(b::Order)); // panics: the name `Order` is taken
+    /// # Ok(()) }
+    /// ```
+    #[track_caller]
     pub fn register<S: Saga>(&self, saga: Arc<S>) -> Registered<S> {
+        match self.try_register(saga) {
+            Ok(registered) => registered,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Registers the services of saga `S`, as [`register`](Self::register)
+    /// does, unless another saga type is registered under the same name
+    /// already: then nothing changes, and this returns
+    /// [`Error::NameTaken`], naming both types.
+    pub fn try_register<S: Saga>(&self, saga: Arc<S>) -> Result<Registered<S>, Error> {
         let name = S::definition().name();
         let mut registry = self
             .inner
             .registry
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(other) = registry.by_name.get(name)
+            && other.type_id_of_saga() != TypeId::of::<S>()
+        {
+            return Err(Error::NameTaken {
+                name,
+                registered: other.type_name_of_saga(),
+                new: std::any::type_name::<S>(),
+            });
+        }
         registry.by_type.insert(
             TypeId::of::<S>(),
             Arc::clone(&saga) as Arc<dyn Any + Send + Sync>,
         );
-        let previous = registry.by_name.insert(
+        registry.by_name.insert(
             name,
             Arc::new(ByName(Arc::clone(&saga))) as Arc<dyn Resumable>,
         );
-        if previous.is_some_and(|p| p.type_id_of_saga() != TypeId::of::<S>()) {
-            tracing::warn!(
-                saga = name,
-                "two saga types share the name `{name}`; recovery uses the last registered"
-            );
-        }
-        Registered {
+        drop(registry);
+        Ok(Registered {
             runtime: self.clone(),
             saga,
-        }
+        })
     }
 
     /// A handle on saga `S` as registered now (see [`Registered`]).
@@ -465,21 +522,58 @@ impl Runtime {
     }
 
     /// Resumes every unfinished saga in the store, each from where its log
-    /// left off, and waits until they have all ended. A step that was
+    /// left off, and **waits until they have all ended**. A step that was
     /// running at the crash runs again with the same idempotency key; a
     /// rollback in progress continues. Stuck sagas stay stuck (see
-    /// [`resume`](Self::resume)). A saga whose log is damaged, whose name is
-    /// not registered, or whose definition changed is not touched: it is
-    /// listed in the report's `failed`, and every other saga still recovers.
+    /// [`resume`](Self::resume)).
+    ///
+    /// # It waits for every saga it resumed
+    ///
+    /// This returns once the last resumed saga has completed, been
+    /// compensated or become stuck, which may be never: a step after the
+    /// pivot is retried until it succeeds (by default), so one saga whose
+    /// service is down keeps this waiting for as long as the service is.
+    /// Do not await it before serving requests; use
+    /// [`spawn_recovery`](Self::spawn_recovery), which runs it on a task of
+    /// its own. Awaiting it is for when the report is wanted before going on
+    /// (a batch job, a test). Dropping the future stops the sagas it resumed
+    /// where they are, as a crash would (a later recovery resumes them).
+    ///
+    /// # Failures
+    ///
+    /// A saga whose log is damaged, whose name is not registered, or whose
+    /// definition changed is not touched: it is listed in the report's
+    /// [`failed`](RecoveryReport::failed) (and logged with
+    /// `tracing::error!`), every other saga still recovers, and this still
+    /// returns `Ok`: look at `failed`. A saga whose resumed run stopped
+    /// short of an end (a store error, say) is listed there too.
     ///
     /// The log is read a page at a time, the next page while the sagas of
     /// this one run, at most [`Builder::recovery_concurrency`] at once. A
     /// saga this runtime is running itself (started before or during
-    /// recovery) is left to that run. If the log cannot be read further,
-    /// the sagas already resumed run to their ends, and then the error is
-    /// returned.
+    /// recovery, or resumed by a recovery still going on) is left to that
+    /// run. If the log cannot be read further, the sagas already resumed run
+    /// to their ends, and then the error is returned.
+    ///
+    /// A runtime without a store has nothing to recover: the report is
+    /// empty.
+    ///
+    /// ```
+    /// # use saga_runtime::{Runtime, store::MemoryStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga_runtime::Error> {
+    /// let runtime = Runtime::builder().store(MemoryStore::new()).build().await?;
+    /// // runtime.register(..) every saga first: recovery finds them by name.
+    /// let report = runtime.recover().await?;
+    /// for (id, error) in &report.failed {
+    ///     eprintln!("saga {id} was not recovered: {error}");
+    /// }
+    /// println!("{} sagas resumed to an end", report.resumed());
+    /// # Ok(()) }
+    /// ```
     pub async fn recover(&self) -> Result<RecoveryReport, Error> {
-        let store = self.inner.store.clone().ok_or(Error::NoStore)?;
+        let Some(store) = self.inner.store.clone() else {
+            return Ok(RecoveryReport::default());
+        };
         let limit = self.inner.recovery_concurrency;
         // A page a little over the limit keeps every slot busy.
         let page_size = (limit + limit / 2).clamp(64, 4096);
@@ -516,7 +610,7 @@ impl Runtime {
                 }
                 let Some(saga) = self.lookup_name(&stored.summary.name) else {
                     let name = stored.summary.name;
-                    report.failed.push((id, Error::UnknownSaga { id, name }));
+                    report.fail(id, Error::UnknownSaga { id, name });
                     continue;
                 };
                 let Some(claim) = self.inner.live.claim(id) else {
@@ -553,6 +647,49 @@ impl Runtime {
             Some(e) => Err(e),
             None => Ok(report),
         }
+    }
+
+    /// Runs [`recover`](Self::recover) on a task of its own and returns at
+    /// once: what a service calls at start, before serving, since `recover`
+    /// waits for every saga it resumed to end (and one retrying a service
+    /// that is down after its pivot may not end for a long time).
+    ///
+    /// Await the handle for the [`RecoveryReport`], or drop it: the recovery
+    /// goes on, every saga it could not recover is logged with
+    /// `tracing::error!`, and so is an error that stops it. Sagas started
+    /// meanwhile are this runtime's own, and recovery leaves them alone.
+    ///
+    /// Calling it again while an earlier recovery is still running is safe:
+    /// the sagas that one resumed are left to it, and the new one resumes
+    /// only what is unfinished and unclaimed (with a store shared by
+    /// workers, a dead worker's sagas), so a service can call it every lease
+    /// or so. Aborting the handle stops the sagas it resumed where they are,
+    /// as a crash would.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a Tokio runtime.
+    ///
+    /// ```
+    /// # use saga_runtime::{Runtime, store::MemoryStore};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga_runtime::Error> {
+    /// let runtime = Runtime::builder().store(MemoryStore::new()).build().await?;
+    /// // runtime.register(..) every saga first: recovery finds them by name.
+    /// let recovery = runtime.spawn_recovery(); // returns at once
+    /// // ... serve requests; later, if the report is wanted:
+    /// let report = recovery.await.expect("the recovery task panicked")?;
+    /// assert!(report.failed.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn_recovery(&self) -> JoinHandle<Result<RecoveryReport, Error>> {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let recovered = runtime.recover().await;
+            if let Err(e) = &recovered {
+                tracing::error!(error = %e, "recovery stopped");
+            }
+            recovered
+        })
     }
 
     /// Resumes a stuck saga (after an operator fixed what made it stuck):
@@ -681,7 +818,7 @@ impl<O> From<Outcome<O>> for Ended {
     }
 }
 
-/// What [`Runtime::recover`] did.
+/// What [`Runtime::recover`] (or [`Runtime::spawn_recovery`]) did.
 #[derive(Debug, Default)]
 pub struct RecoveryReport {
     /// Sagas that completed.
@@ -690,7 +827,11 @@ pub struct RecoveryReport {
     pub compensated: usize,
     /// Sagas that ended stuck.
     pub stuck: usize,
-    /// Sagas that could not be recovered, and why; their logs are untouched.
+    /// Sagas that could not be recovered, and why: an unknown name, a
+    /// changed definition or a damaged log (those logs are untouched), or
+    /// a resumed run that stopped short of an end. Each is also logged
+    /// with `tracing::error!`. [`Runtime::recover`] returns `Ok` with
+    /// these listed: look here.
     pub failed: Vec<(SagaId, Error)>,
 }
 
@@ -704,9 +845,21 @@ impl RecoveryReport {
             (_, Ok(Ended::Completed)) => self.completed += 1,
             (_, Ok(Ended::Compensated(_))) => self.compensated += 1,
             (_, Ok(Ended::Stuck(_))) => self.stuck += 1,
-            (id, Err(e)) => self.failed.push((id, e)),
+            (id, Err(e)) => self.fail(id, e),
         }
         Ok(())
+    }
+
+    /// Lists saga `id` as not recovered, and logs it: a caller's `?` on
+    /// the report, or a recovery no one awaits, would hide it.
+    fn fail(&mut self, id: SagaId, error: Error) {
+        if let Error::Store(StoreError::LeaseLost { .. }) = error {
+            // Another worker took it over: it is not lost.
+            tracing::warn!(saga = %id, error = %error, "saga not recovered here: another worker has it");
+        } else {
+            tracing::error!(saga = %id, error = %error, "saga not recovered");
+        }
+        self.failed.push((id, error));
     }
 
     /// How many sagas were resumed to an end.
@@ -732,6 +885,8 @@ trait Resumable: Send + Sync {
     fn check_resumable(&self, stored: &StoredSaga) -> Result<(), Error>;
     fn check_markable(&self, stored: &StoredSaga, step: &str) -> Result<(), Error>;
     fn type_id_of_saga(&self) -> TypeId;
+    /// The saga's type, for an error.
+    fn type_name_of_saga(&self) -> &'static str;
 }
 
 struct ByName<S: Saga>(Arc<S>);
@@ -822,6 +977,10 @@ impl<S: Saga> Resumable for ByName<S> {
 
     fn type_id_of_saga(&self) -> TypeId {
         TypeId::of::<S>()
+    }
+
+    fn type_name_of_saga(&self) -> &'static str {
+        std::any::type_name::<S>()
     }
 }
 
