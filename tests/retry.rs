@@ -344,6 +344,64 @@ async fn an_override_naming_no_step_is_refused() {
     assert!(saga.attempts.of("prepare").is_empty(), "no step ran");
 }
 
+/// Runs `Defaults` with `options`, which must be refused before anything
+/// runs; the error.
+async fn refused(options: SagaOptions) -> saga::Error {
+    let saga = Arc::new(Defaults::default());
+    let runtime = runtime_with(&saga).await;
+    let err = within_a_day(runtime.run_with::<Defaults>(Mode::Succeed, options))
+        .await
+        .expect_err("the options are refused");
+    assert!(saga.attempts.of("prepare").is_empty(), "no step ran");
+    err
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_override_with_a_timeout_of_zero_is_refused_as_the_attribute_refuses_it() {
+    let policy = RetryPolicy::attempts(3).timeout(Duration::ZERO);
+    let err = refused(SagaOptions::new().retry("work", policy)).await;
+    assert_eq!(
+        err.to_string(),
+        "saga `Defaults`: the retry policy given for step `work` is refused: a timeout of zero would never let an attempt finish: give a positive duration, or use `no_timeout()`"
+    );
+    match err {
+        saga::Error::InvalidRetryPolicy { saga, name, is, .. } => {
+            assert_eq!(
+                (saga, name.as_str(), is),
+                ("Defaults", "work", Phase::Forward)
+            );
+        }
+        other => panic!("expected InvalidRetryPolicy, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_override_of_zero_attempts_is_refused_not_made_one() {
+    let err =
+        refused(SagaOptions::new().compensation_retry("undo_work", RetryPolicy::attempts(0))).await;
+    assert_eq!(
+        err.to_string(),
+        "saga `Defaults`: the retry policy given for compensation `undo_work` is refused: zero attempts would never run it: use `RetryPolicy::attempts(1)` for a single try without retries, a larger number, or `RetryPolicy::forever()`"
+    );
+    let policy = RetryPolicy::forever().with_attempts(0);
+    let err = refused(SagaOptions::new().retry("prepare", policy)).await;
+    assert!(
+        matches!(err, saga::Error::InvalidRetryPolicy { ref name, .. } if name == "prepare"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_smallest_sound_policies_are_taken() {
+    // One attempt, and a timeout of a nanosecond (which a step that
+    // answers at once still meets).
+    let policy = RetryPolicy::attempts(1).timeout(Duration::from_nanos(1));
+    let options = SagaOptions::new().retry("work", policy);
+    let (saga, outcome) = run_defaults(Mode::Succeed, options).await;
+    assert!(outcome.is_completed(), "{outcome:?}");
+    assert_eq!(saga.attempts.of("work"), [1]);
+}
+
 // ---------------------------------------------------------------------------
 // Policies written in the attribute
 // ---------------------------------------------------------------------------

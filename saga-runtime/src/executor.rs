@@ -547,14 +547,16 @@ impl<S: Saga> Run<'_, S> {
                 } else {
                     let cx = StepContext::new(self.id, def.name(), name(), Phase::Forward, attempt);
                     let call = S::__run_step(self.saga, i, self.input, state, &cx);
-                    let mut result = guarded(policy, self.innermost(&span), call).await;
-                    if self.plan.repeat && result.is_ok() {
-                        // The idempotency check: the same call again, same key;
-                        // the second answer is the one kept.
-                        let again = S::__run_step(self.saga, i, self.input, state, &cx);
-                        result = guarded(policy, self.innermost(&span), again).await;
+                    let result = guarded(policy, self.innermost(&span), call).await;
+                    match result {
+                        // The idempotency check (a test mode): boxed, so that
+                        // its second call and comparison take no room in the
+                        // saga's future.
+                        Ok(first) if self.plan.repeat => {
+                            Box::pin(self.call_again(i, state, &cx, policy, &span, first)).await
+                        }
+                        result => result,
                     }
-                    result
                 };
                 let error = match result {
                     Ok(output) => {
@@ -817,6 +819,36 @@ impl<S: Saga> Run<'_, S> {
         } else {
             attempt
         }
+    }
+
+    /// The idempotency check's second call of step `i`, whose first call
+    /// succeeded with `first`: the same call again, under the same key.
+    /// The second answer is the one kept; but if both succeed and their
+    /// outputs (as the log would store them) differ, the step is not
+    /// idempotent under its key, and fails permanently saying so.
+    async fn call_again(
+        &self,
+        i: usize,
+        state: &S::State,
+        cx: &StepContext,
+        policy: &RetryPolicy,
+        span: &tracing::Span,
+        first: S::StepOutput,
+    ) -> Result<S::StepOutput, StepError> {
+        let again = S::__run_step(self.saga, i, self.input, state, cx);
+        // A failing second call is kept as it is: it is what a retry could
+        // meet (a service unavailable for a moment), and the policy decides.
+        let second = guarded(policy, self.innermost(span), again).await?;
+        let encode = |output| S::__encode_step_output(output).map_err(|e| e.to_string());
+        let (was, is) = (encode(&first), encode(&second));
+        if was == is {
+            return Ok(second);
+        }
+        Err(crate::error::permanent(NotIdempotent::new(
+            S::definition().steps()[i].name(),
+            &was,
+            &is,
+        )))
     }
 
     fn repetitions(&self) -> u32 {
@@ -1179,6 +1211,77 @@ impl<F: Future<Output = Result<T, StepError>>, T> Future for Guarded<'_, F> {
         }
     }
 }
+
+/// The error of a step the idempotency check caught: called twice in a row
+/// under the same key, it succeeded both times with different outputs.
+#[derive(Debug)]
+struct NotIdempotent {
+    step: &'static str,
+    first: String,
+    second: String,
+}
+
+impl NotIdempotent {
+    /// Outputs longer than this many characters are shown in part, around
+    /// where they first differ.
+    const SHOWN: usize = 80;
+
+    fn new(
+        step: &'static str,
+        first: &Result<serde_json::Value, String>,
+        second: &Result<serde_json::Value, String>,
+    ) -> NotIdempotent {
+        let text = |output: &Result<serde_json::Value, String>| match output {
+            Ok(value) => value.to_string(),
+            Err(e) => format!("an output that cannot be encoded ({e})"),
+        };
+        let (first, second) = (text(first), text(second));
+        // Both shown from just before their first difference, so that a cut
+        // keeps what tells them apart.
+        let same = first
+            .chars()
+            .zip(second.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let from = same.saturating_sub(Self::SHOWN / 4);
+        NotIdempotent {
+            step,
+            first: excerpt(&first, from, Self::SHOWN),
+            second: excerpt(&second, from, Self::SHOWN),
+        }
+    }
+}
+
+/// At most `len` characters of `text` from character `from` (0 unless the
+/// text is too long to show whole), with `…` where it was cut.
+fn excerpt(text: &str, from: usize, len: usize) -> String {
+    let count = text.chars().count();
+    if count <= len {
+        return text.to_string();
+    }
+    let from = from.min(count.saturating_sub(len));
+    let mut out = String::new();
+    if from > 0 {
+        out.push('…');
+    }
+    out.extend(text.chars().skip(from).take(len));
+    if from + len < count {
+        out.push('…');
+    }
+    out
+}
+
+impl std::fmt::Display for NotIdempotent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "step `{}` is not idempotent under its key: the first call returned {}, the second {}",
+            self.step, self.first, self.second
+        )
+    }
+}
+
+impl std::error::Error for NotIdempotent {}
 
 /// The message a panic carried.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

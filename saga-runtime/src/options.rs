@@ -56,12 +56,22 @@ impl SagaOptions {
     /// Overrides the retry policy of step `step`. With a store, the override
     /// is logged with the saga, and a saga recovered after a crash keeps it.
     /// (Faults and the idempotency check are for tests, and are not kept.)
+    ///
+    /// Starting the run fails if `step` names no step of the saga
+    /// ([`Error::UnknownStep`], or [`Error::WrongKind`] for a compensation's
+    /// name: use [`compensation_retry`](Self::compensation_retry)), or if
+    /// the policy could never work ([`Error::InvalidRetryPolicy`]: zero
+    /// attempts, or a timeout of zero).
     pub fn retry(mut self, step: impl Into<String>, policy: RetryPolicy) -> SagaOptions {
         self.retry.push((step.into(), Phase::Forward, policy));
         self
     }
 
     /// Overrides the retry policy of the compensation named `compensation`.
+    ///
+    /// Starting the run fails as for [`retry`](Self::retry); a step's name
+    /// here is refused with [`Error::WrongKind`], which names the step's
+    /// compensation.
     pub fn compensation_retry(
         mut self,
         compensation: impl Into<String>,
@@ -81,6 +91,54 @@ impl SagaOptions {
     /// Runs every step and every compensation twice in a row with the same
     /// idempotency key (for tests): a saga whose services are idempotent
     /// under the key behaves exactly as if each ran once.
+    ///
+    /// What it detects: a step whose two calls both succeed with different
+    /// outputs (compared as the log stores them, in JSON) fails permanently
+    /// with an error saying so, for example ``step `bump` is not idempotent
+    /// under its key: the first call returned 1, the second 2``. Like any
+    /// permanent failure, this rolls the saga back before its pivot, and
+    /// leaves it stuck past it; the report carries the message. If only one
+    /// of the two calls succeeds, the second answer is kept, as on any retry
+    /// (a first call that fails is not repeated).
+    ///
+    /// What it cannot detect: side effects. A step that answers the same
+    /// twice but acts twice (charges a card twice, say), and any
+    /// compensation (they return nothing to compare), pass. Check those
+    /// effects in your test, with your own invariant after the run (your
+    /// fake service counts its calls by key), or with
+    /// [`explore_crash_points`](crate::testing::explore_crash_points), which
+    /// also covers a step repeated after a crash.
+    ///
+    /// ```
+    /// use saga::prelude::*;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// #[derive(Default)]
+    /// pub struct Bump { n: AtomicU64 }
+    ///
+    /// #[saga(input = ())]
+    /// impl Bump {
+    ///     #[step(compensate = unbump)]
+    ///     async fn bump(&self) -> Result<u64, StepError> {
+    ///         Ok(self.n.fetch_add(1, Ordering::SeqCst) + 1) // a new answer each call
+    ///     }
+    ///     async fn unbump(&self) -> Result<(), StepError> { Ok(()) }
+    ///     #[step(pivot)]
+    ///     async fn commit(&self) -> Result<(), StepError> { Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga::Error> {
+    /// let runtime = Runtime::builder().build().await?;
+    /// runtime.register(Arc::new(Bump::default()));
+    /// let options = SagaOptions::new().check_idempotency(true);
+    /// let outcome = runtime.run_with::<Bump>((), options).await?;
+    /// let report = outcome.report().expect("the check failed the step");
+    /// assert!(report.to_string().contains(
+    ///     "step `bump` is not idempotent under its key: the first call returned 1, the second 2"
+    /// ));
+    /// # Ok(()) }
+    /// ```
     pub fn check_idempotency(mut self, on: bool) -> SagaOptions {
         self.repeat = on;
         self
@@ -101,24 +159,32 @@ impl SagaOptions {
     }
 
     fn plan_by_name(self, def: &'static Definition) -> Result<Plan, Error> {
-        let lookup = |name: &str, phase: Phase| {
-            let found = match phase {
-                Phase::Forward => def.step_index(name),
-                Phase::Compensation => def.compensation_index(name),
-            };
-            found.ok_or_else(|| Error::UnknownStep {
-                saga: def.name(),
-                name: name.to_string(),
-                known: def.known_names(),
-            })
-        };
         let mut retry = Vec::with_capacity(self.retry.len());
         for (name, phase, policy) in &self.retry {
-            retry.push((lookup(name, *phase)?, *phase, *policy));
+            let instead = match phase {
+                Phase::Forward => "compensation_retry",
+                Phase::Compensation => "retry",
+            };
+            let index = lookup(def, name, *phase, instead)?;
+            if let Some(reason) = policy.refusal() {
+                return Err(Error::InvalidRetryPolicy {
+                    saga: def.name(),
+                    name: name.clone(),
+                    is: *phase,
+                    reason,
+                });
+            }
+            retry.push((index, *phase, *policy));
         }
         let mut faults = Vec::with_capacity(self.faults.rules.len());
         for rule in &self.faults.rules {
-            let index = lookup(&rule.name, rule.phase)?;
+            let instead = match (rule.phase, rule.retryable) {
+                (Phase::Forward, true) => "fail_compensation",
+                (Phase::Forward, false) => "fail_compensation_permanently",
+                (Phase::Compensation, true) => "fail_step",
+                (Phase::Compensation, false) => "fail_step_permanently",
+            };
+            let index = lookup(def, &rule.name, rule.phase, instead)?;
             faults.push((index, rule.clone()));
         }
         Ok(Plan {
@@ -128,6 +194,45 @@ impl SagaOptions {
             repeat: self.repeat,
         })
     }
+}
+
+/// The step named `name` (for `phase` forward) or whose compensation is
+/// named `name`. A name of the other kind is refused saying which option
+/// takes it (`instead`), and what to name here.
+fn lookup(
+    def: &'static Definition,
+    name: &str,
+    phase: Phase,
+    instead: &'static str,
+) -> Result<usize, Error> {
+    let (found, other) = match phase {
+        Phase::Forward => (def.step_index(name), def.compensation_index(name)),
+        Phase::Compensation => (def.compensation_index(name), def.step_index(name)),
+    };
+    if let Some(index) = found {
+        return Ok(index);
+    }
+    Err(match other {
+        Some(index) => {
+            let step = &def.steps()[index];
+            let (is, counterpart) = match phase {
+                Phase::Forward => (Phase::Compensation, Some(step.name())),
+                Phase::Compensation => (Phase::Forward, step.compensation()),
+            };
+            Error::WrongKind {
+                saga: def.name(),
+                name: name.to_string(),
+                is,
+                instead,
+                counterpart,
+            }
+        }
+        None => Error::UnknownStep {
+            saga: def.name(),
+            name: name.to_string(),
+            known: def.known_names(),
+        },
+    })
 }
 
 /// Options resolved against a definition: names became step indices.
@@ -227,7 +332,10 @@ impl Plan {
 
 /// Failures to inject into a run, by step or compensation name and attempt
 /// number, for tests. An injected failure replaces the call: the step or
-/// compensation is not invoked for that attempt.
+/// compensation is not invoked for that attempt. A name the saga does not
+/// have, or a compensation's name given to a `fail_step*` method (or a
+/// step's to a `fail_compensation*` one), makes starting the run fail
+/// ([`Error::UnknownStep`], [`Error::WrongKind`]).
 ///
 /// ```
 /// use saga_runtime::Faults;

@@ -49,15 +49,27 @@ impl RetryPolicy {
         timeout: None,
     };
 
-    /// A policy allowing at most `n` attempts (at least one), with no backoff.
+    /// A policy allowing at most `n` attempts, with no backoff. `n` counts
+    /// the first try: `attempts(1)` is a single try without retries.
+    ///
+    /// Zero attempts would never run the step, and is refused as the
+    /// attribute refuses `attempts = 0`: not here (a `const fn` cannot
+    /// fail), but when the options are applied: `run_with` or `start_with`
+    /// with [`SagaOptions::retry`](crate::SagaOptions::retry) or
+    /// [`compensation_retry`](crate::SagaOptions::compensation_retry)
+    /// given such a policy returns
+    /// [`Error::InvalidRetryPolicy`](crate::Error::InvalidRetryPolicy),
+    /// and nothing runs.
     ///
     /// ```
     /// # use saga_runtime::RetryPolicy;
-    /// assert_eq!(RetryPolicy::attempts(0).max_attempts(), Some(1));
+    /// assert_eq!(RetryPolicy::attempts(3).max_attempts(), Some(3));
+    /// // Kept as asked, and refused when applied:
+    /// assert_eq!(RetryPolicy::attempts(0).max_attempts(), Some(0));
     /// ```
     pub const fn attempts(n: u32) -> RetryPolicy {
         RetryPolicy {
-            max_attempts: Some(if n == 0 { 1 } else { n }),
+            max_attempts: Some(n),
             backoff: Backoff::none(),
             timeout: None,
         }
@@ -87,9 +99,10 @@ impl RetryPolicy {
         RetryPolicy::attempts(1)
     }
 
-    /// The same policy with at most `n` attempts (at least one).
+    /// The same policy with at most `n` attempts; zero is refused when the
+    /// options are applied, as for [`attempts`](Self::attempts).
     pub const fn with_attempts(mut self, n: u32) -> RetryPolicy {
-        self.max_attempts = Some(if n == 0 { 1 } else { n });
+        self.max_attempts = Some(n);
         self
     }
 
@@ -106,7 +119,15 @@ impl RetryPolicy {
     }
 
     /// Bounds each attempt: an attempt still running after `timeout` is dropped
-    /// and counts as a retryable failure.
+    /// and counts as a retryable failure (whose outcome is unknown: it may
+    /// have taken effect).
+    ///
+    /// The timeout must be positive. `Duration::ZERO` would cut off every
+    /// attempt that waits for anything, and is refused as the attribute
+    /// refuses `timeout = "0s"`: when the options are applied, `run_with`
+    /// or `start_with` returns
+    /// [`Error::InvalidRetryPolicy`](crate::Error::InvalidRetryPolicy), and
+    /// nothing runs. For no timeout, use [`no_timeout`](Self::no_timeout).
     ///
     /// ```
     /// # use saga_runtime::RetryPolicy;
@@ -138,6 +159,25 @@ impl RetryPolicy {
     /// The per-attempt timeout, if any.
     pub const fn attempt_timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// Why this policy could never work, if it could not: what
+    /// [`Error::InvalidRetryPolicy`](crate::Error::InvalidRetryPolicy) says.
+    /// The attributes refuse the same at compile time.
+    pub(crate) const fn refusal(&self) -> Option<&'static str> {
+        if let Some(0) = self.max_attempts {
+            return Some(
+                "zero attempts would never run it: use `RetryPolicy::attempts(1)` for a single try without retries, a larger number, or `RetryPolicy::forever()`",
+            );
+        }
+        if let Some(timeout) = self.timeout
+            && timeout.is_zero()
+        {
+            return Some(
+                "a timeout of zero would never let an attempt finish: give a positive duration, or use `no_timeout()`",
+            );
+        }
+        None
     }
 
     /// Whether attempt number `attempt` (counting from 1) may run.
@@ -180,7 +220,9 @@ pub struct Backoff {
 }
 
 /// A [`RetryPolicy`] as a log holds it (a run's retry overrides are
-/// logged), made sound when read back: at least one attempt.
+/// logged), made sound when read back: at least one attempt, and no
+/// timeout of zero (a run refuses both; only a log damaged by hand has
+/// them).
 #[derive(Deserialize)]
 struct LoggedPolicy {
     max_attempts: Option<u32>,
@@ -193,7 +235,7 @@ impl From<LoggedPolicy> for RetryPolicy {
         RetryPolicy {
             max_attempts: logged.max_attempts.map(|n| n.max(1)),
             backoff: logged.backoff,
-            timeout: logged.timeout,
+            timeout: logged.timeout.filter(|t| !t.is_zero()),
         }
     }
 }
@@ -336,6 +378,37 @@ mod tests {
         assert_eq!(nan.backoff_policy().jitter_fraction(), 0.0);
         let json = serde_json::to_string(&nan).unwrap();
         assert_eq!(serde_json::from_str::<RetryPolicy>(&json).unwrap(), nan);
+    }
+
+    #[test]
+    fn a_policy_that_could_never_work_is_kept_as_asked_and_refused() {
+        assert_eq!(RetryPolicy::attempts(0).max_attempts(), Some(0));
+        assert_eq!(RetryPolicy::STEP.with_attempts(0).max_attempts(), Some(0));
+        assert!(
+            RetryPolicy::attempts(0)
+                .refusal()
+                .unwrap()
+                .contains("zero attempts")
+        );
+        let zero = RetryPolicy::attempts(3).timeout(Duration::ZERO);
+        assert_eq!(zero.attempt_timeout(), Some(Duration::ZERO));
+        assert!(zero.refusal().unwrap().contains("a timeout of zero"));
+        for fine in [
+            RetryPolicy::once(),
+            RetryPolicy::forever(),
+            RetryPolicy::STEP,
+            RetryPolicy::FOREVER,
+            RetryPolicy::attempts(3).timeout(Duration::from_nanos(1)),
+            zero.no_timeout(),
+        ] {
+            assert_eq!(fine.refusal(), None, "{fine:?}");
+        }
+        // A log damaged by hand is read back sound.
+        let json = serde_json::to_string(&zero.with_attempts(0)).unwrap();
+        let read: RetryPolicy = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.max_attempts(), Some(1));
+        assert_eq!(read.attempt_timeout(), None);
+        assert_eq!(read.refusal(), None);
     }
 
     #[test]
