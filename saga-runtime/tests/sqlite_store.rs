@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use saga_runtime::SagaId;
 use saga_runtime::log::{Entry, Record, SagaState};
 use saga_runtime::store::{ListFilter, SqliteStore, Store, StoreError};
-use support::created;
+use support::{created, started};
 
 /// A fresh directory under the system's temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -381,4 +381,122 @@ async fn a_file_that_is_not_a_database_is_refused_with_an_error_naming_it() {
         }
         Ok(_) => panic!("opened a text file as a saga store"),
     }
+}
+
+/// Asserts that `opened` failed because another store of this process
+/// holds the log at `path`, with an error that says so.
+fn assert_in_use(opened: Result<SqliteStore, StoreError>, path: &std::path::Path) {
+    match opened {
+        Err(e @ StoreError::InUse { .. }) => {
+            let StoreError::InUse { holder, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*holder, Some(std::process::id()), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("in use"), "{text}");
+            assert!(text.contains("one runtime at a time"), "{text}");
+            assert!(text.contains("PostgreSQL"), "{text}");
+        }
+        Err(e) => panic!("expected the log to be in use, got: {e}"),
+        Ok(_) => panic!("a second store opened a log another store holds"),
+    }
+}
+
+/// Two stores on one log would both recover its unfinished sagas and run
+/// the same steps at once: while one holds the log, another `open` of it
+/// fails, in this process as in another, and under any name of the file.
+#[tokio::test]
+async fn a_log_belongs_to_one_store_at_a_time() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let id = SagaId::new();
+    store.append(vec![created(id)]).await.unwrap();
+
+    assert_in_use(SqliteStore::open(dir.file()), &dir.file());
+    let link = dir.0.join("link.db");
+    std::os::unix::fs::symlink(dir.file(), &link).unwrap();
+    assert_in_use(SqliteStore::open(&link), &link);
+
+    // The owner goes on as before, and the refused opens changed nothing.
+    store
+        .append(vec![Record::new(id, 1, Entry::Completed)])
+        .await
+        .unwrap();
+    let stored = store.load(id).await.unwrap().unwrap();
+    assert_eq!(stored.summary.state, SagaState::Completed);
+    assert!(dir.0.join("sagas.db.lock").exists());
+}
+
+/// The lock lives as long as the store: every clone of it, the last one
+/// dropped releasing it (once its writer has closed the file).
+#[tokio::test]
+async fn a_log_is_free_again_once_its_store_and_every_clone_are_dropped() {
+    let dir = TempDir::new();
+    let id = SagaId::new();
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let clone = store.clone();
+    store.append(vec![created(id)]).await.unwrap();
+    drop(store);
+    assert_in_use(SqliteStore::open(dir.file()), &dir.file());
+    clone.append(vec![started(id, 1)]).await.unwrap();
+    drop(clone);
+
+    // The lock file stays; its lock is gone.
+    assert!(dir.0.join("sagas.db.lock").exists());
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let stored = store.load(id).await.unwrap().unwrap();
+    assert_eq!(stored.records.len(), 2);
+    assert_in_use(SqliteStore::open(dir.file()), &dir.file());
+    drop(store);
+    drop(SqliteStore::open(dir.file()).unwrap());
+}
+
+/// Inspection (`saga-inspect`, `transfer --inspect`) runs beside the
+/// process that owns the log: it takes no lock, so it neither fails nor
+/// keeps the owner out; it reads and prunes, but never appends.
+#[tokio::test]
+async fn open_existing_inspects_a_log_its_owner_holds_but_appends_nothing() {
+    let dir = TempDir::new();
+    let (done, running) = (SagaId::new(), SagaId::new());
+    let owner = SqliteStore::open(dir.file()).unwrap();
+    owner
+        .append(vec![created(done), Record::new(done, 1, Entry::Completed)])
+        .await
+        .unwrap();
+    owner.append(vec![created(running)]).await.unwrap();
+
+    let inspector = SqliteStore::open_existing(dir.file()).unwrap();
+    assert_eq!(inspector.unfinished().await.unwrap().len(), 1);
+    assert!(inspector.load(done).await.unwrap().is_some());
+    let refused = inspector
+        .append(vec![started(running, 1)])
+        .await
+        .unwrap_err();
+    let text = refused.to_string();
+    assert!(text.contains("open_existing"), "{text}");
+    assert!(text.contains("sagas.db"), "{text}");
+    assert_eq!(inspector.prune(u64::MAX / 2).await.unwrap(), 1);
+
+    // The owner sees the prune, and goes on writing.
+    assert!(owner.load(done).await.unwrap().is_none());
+    owner.append(vec![started(running, 1)]).await.unwrap();
+    assert_eq!(
+        inspector
+            .load(running)
+            .await
+            .unwrap()
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
+
+    // An inspector does not hold the log: the owner may come after it.
+    drop(owner);
+    let owner = SqliteStore::open(dir.file()).unwrap();
+    assert!(SqliteStore::open_existing(dir.file()).is_ok());
+    drop(inspector);
+    assert_in_use(SqliteStore::open(dir.file()), &dir.file());
+    drop(owner);
 }

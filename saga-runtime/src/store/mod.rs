@@ -418,6 +418,31 @@ pub enum StoreError {
     /// The store was closed.
     #[error("saga store is closed")]
     Closed,
+    /// The SQLite log is another store's: a log belongs to one runtime at a
+    /// time (it has no leases to share sagas by), and that one's store is
+    /// still open, in another process or in this one.
+    #[error(
+        "saga store: the saga log {path} is in use by {}: a SQLite log belongs to one runtime at a time; use the PostgreSQL store to share sagas between processes",
+        held_by(*.holder)
+    )]
+    InUse {
+        /// The log.
+        path: String,
+        /// The process holding it, if known.
+        holder: Option<u32>,
+    },
+}
+
+/// Who holds a log, for [`StoreError::InUse`].
+fn held_by(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) if pid == std::process::id() => {
+            "another store in this process, opened earlier and not yet dropped with all its clones"
+                .into()
+        }
+        Some(pid) => format!("another process (pid {pid})"),
+        None => "another process".into(),
+    }
 }
 
 /// The state a saga's summary should move to after `records`, if any.

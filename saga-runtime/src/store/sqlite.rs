@@ -6,7 +6,13 @@
 //! caller once its records are durable, one fsync covering every
 //! transaction committed before it (see [`super::syncer`]). Reads use their
 //! own connections and never block the writer (WAL).
+//!
+//! A log belongs to one store at a time: [`SqliteStore::open`] holds an
+//! exclusive lock on `<file>.lock` for as long as the store lives (see
+//! [`SqliteStore`]).
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -88,6 +94,26 @@ const MAX_BATCH: usize = 4096;
 
 /// A [`Store`] in one SQLite file.
 ///
+/// # One process at a time
+///
+/// A log belongs to one runtime at a time. The SQLite store has no
+/// ownership of sagas (unlike the PostgreSQL store's leases): a runtime
+/// takes every unfinished saga in its log as its own, so a second runtime
+/// on the same file would recover, and run again, the sagas the first one
+/// is running, both executing the same step at once. So
+/// [`open`](SqliteStore::open) takes an exclusive lock on a file next to the
+/// log, `<file>.lock` (made if missing, and left in place), and holds it
+/// until the store and all its clones are dropped; another `open` of the
+/// same log, in another process or in this one, fails with
+/// [`StoreError::InUse`] meanwhile. The lock is the operating system's
+/// (`flock` on Unix): it is released when the process ends, however it
+/// ends, so a log is never left locked by a process that crashed or was
+/// killed. To share sagas between processes, use the PostgreSQL store.
+///
+/// [`open_existing`](SqliteStore::open_existing) opens a log for
+/// inspection beside the runtime that owns it: it takes no lock, reads,
+/// and prunes, but refuses appends.
+///
 /// ```
 /// use saga_runtime::store::{SqliteStore, Store};
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), saga_runtime::store::StoreError> {
@@ -95,7 +121,14 @@ const MAX_BATCH: usize = 4096;
 /// std::fs::create_dir_all(&dir).unwrap();
 /// let store = SqliteStore::open(dir.join("sagas.db"))?;
 /// assert!(store.unfinished().await?.is_empty());
-/// # drop(store); std::fs::remove_dir_all(&dir).unwrap();
+/// // The log is this store's until it is dropped.
+/// assert!(matches!(
+///     SqliteStore::open(dir.join("sagas.db")),
+///     Err(saga_runtime::store::StoreError::InUse { .. })
+/// ));
+/// drop(store);
+/// assert!(SqliteStore::open(dir.join("sagas.db")).is_ok());
+/// # std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -110,6 +143,10 @@ struct Shared {
     readers: Mutex<Vec<Connection>>,
     stats: Arc<Counters>,
     durability: Arc<Durability>,
+    /// The lock on `<file>.lock` that makes this store the log's owner
+    /// (`None`: opened for inspection). Released in `drop`, once every
+    /// connection to the log is closed.
+    owner: Option<File>,
 }
 
 /// One append, encoded by the appending task, and whom to answer.
@@ -132,6 +169,12 @@ impl SqliteStore {
     /// version's schema: what a tool that reads logs wants (it must not
     /// turn another file into a log, nor upgrade a log older workers still
     /// write). It never creates a log, nor changes one's schema.
+    ///
+    /// It opens the log for inspection beside the runtime that owns it, if
+    /// one is running: it takes no lock (see [`SqliteStore`]), so it never
+    /// waits for nor excludes that runtime. It reads, and prunes finished
+    /// sagas (a transaction like any other, which the owner never writes
+    /// to again), but refuses appends: sagas are run by the log's owner.
     ///
     /// ```
     /// use saga_runtime::store::SqliteStore;
@@ -187,31 +230,50 @@ impl SqliteStore {
             }
         }
         drop(conn);
-        SqliteStore::open(path)
+        SqliteStore::open_as(path, Role::Inspector)
     }
 
     /// Opens (or creates) the store at `path`, migrating an older schema and
     /// refusing a newer one.
+    ///
+    /// The log is then this store's until it and all its clones are
+    /// dropped: opening it again meanwhile, here or in another process,
+    /// fails with [`StoreError::InUse`] (see [`SqliteStore`]).
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        SqliteStore::open_as(path.as_ref(), Role::Owner)
+    }
+
+    fn open_as(path: &Path, role: Role) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
         let in_file = |e: StoreError| match e {
             StoreError::Backend(message) => {
                 StoreError::Backend(format!("{}: {message}", path.display()))
             }
             other => other,
         };
-        let mut conn = open_connection(&path).map_err(in_file)?;
-        migrate(&mut conn, &path).map_err(in_file)?;
+        let mut conn = Connection::open(&path).map_err(|e| in_file(backend(e)))?;
+        // The file SQLite opened, which is where a symbolic link leads: its
+        // log is next to it, and so is the lock (so the file is locked
+        // under whatever name it is opened). An in-memory database has none.
+        let db = match conn.path() {
+            Some(db) if !db.is_empty() => db.to_string(),
+            _ => return Err(in_file(StoreError::Backend("not a file".into()))),
+        };
+        // Before anything is written (or read: a log another store owns is
+        // not this one's to migrate).
+        let owner = match role {
+            Role::Owner => Some(own(Path::new(&format!("{db}.lock")), &path)?),
+            Role::Inspector => None,
+        };
+        configure(&conn).map_err(in_file)?;
+        if owner.is_some() {
+            migrate(&mut conn, &path).map_err(in_file)?;
+        }
         // Commits do not wait for the disk; the syncer's flush does, before
         // anyone is answered.
         conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(|e| in_file(backend(e)))?;
-        // Where SQLite keeps its log: next to the file it opened, which is
-        // where a symbolic link leads.
-        let log = match conn.path() {
-            Some(db) if !db.is_empty() => PathBuf::from(format!("{db}-wal")),
-            _ => return Err(in_file(StoreError::Backend("not a file".into()))),
-        };
+        let log = PathBuf::from(format!("{db}-wal"));
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(Counters::default());
         let durability = Arc::new(Durability::default());
@@ -229,6 +291,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 stats,
                 durability,
+                owner,
             }),
         })
     }
@@ -257,6 +320,14 @@ impl SqliteStore {
         let Some(encoded) = Encoded::of(&records)? else {
             return Ok(None);
         };
+        if self.shared.owner.is_none() {
+            return Err(StoreError::Backend(format!(
+                "{}: opened for inspection (`SqliteStore::open_existing`), which does not \
+                 run sagas: the log belongs to the runtime that opens it with \
+                 `SqliteStore::open`",
+                self.shared.path.display()
+            )));
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Append(Append { encoded, reply }))?;
         Ok(Some(answer))
@@ -306,18 +377,81 @@ impl Drop for Shared {
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = thread.join();
         }
+        // The log is released last, once no connection of this store is
+        // left to write it.
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        drop(self.owner.take());
     }
+}
+
+/// What a store is to its log.
+enum Role {
+    /// It runs sagas from the log, which is its alone while it lives.
+    Owner,
+    /// It reads the log (and prunes it) beside its owner.
+    Inspector,
+}
+
+/// Takes the lock `lock` that makes a store the owner of the log at `log`:
+/// an exclusive lock on the whole file (`flock` on Unix), which the
+/// operating system releases when the file is closed or the process ends,
+/// however it ends. The file holds the owner's process id, for the error
+/// others get.
+fn own(lock: &Path, log: &Path) -> Result<File, StoreError> {
+    let cannot = |what: &str, e: std::io::Error| {
+        StoreError::Backend(format!(
+            "{}: cannot {what} its lock file {}: {e}",
+            log.display(),
+            lock.display()
+        ))
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock)
+        .map_err(|e| cannot("open", e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let holder = match file.read_to_string(&mut holder) {
+                Ok(_) => holder.trim().parse().ok(),
+                Err(_) => None,
+            };
+            return Err(StoreError::InUse {
+                path: log.display().to_string(),
+                holder,
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(cannot("lock", e)),
+    }
+    // Only a hint for the error message: a failure to write it is no
+    // reason to refuse the log.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.flush());
+    Ok(file)
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 5000;",
     )
-    .map_err(backend)?;
-    Ok(conn)
+    .map_err(backend)
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
