@@ -159,9 +159,29 @@ impl fmt::Debug for StepError {
 /// Marks `error` as permanent: the step is not retried and the saga rolls
 /// back (or, after the pivot, becomes stuck).
 ///
+/// It returns a [`StepError`], so a step that decides per error returns
+/// `Result<T, StepError>` (a step returning its own error type classifies
+/// it with [`Classify`] instead):
+///
 /// ```
-/// # use saga_runtime::permanent;
-/// assert!(!permanent(std::fmt::Error).is_retryable());
+/// use saga_runtime::{StepError, permanent};
+///
+/// #[derive(Debug)]
+/// struct Declined;
+/// impl std::fmt::Display for Declined {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("card declined")
+///     }
+/// }
+/// impl std::error::Error for Declined {}
+///
+/// fn charge(balance: u64, amount: u64) -> Result<u64, StepError> {
+///     if amount > balance {
+///         return Err(permanent(Declined)); // retrying will not help
+///     }
+///     Ok(balance - amount)
+/// }
+/// assert!(!charge(5, 10).unwrap_err().is_retryable());
 /// ```
 pub fn permanent<E>(error: E) -> StepError
 where

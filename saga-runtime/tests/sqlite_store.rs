@@ -500,3 +500,18 @@ async fn open_existing_inspects_a_log_its_owner_holds_but_appends_nothing() {
     assert_in_use(SqliteStore::open(dir.file()), &dir.file());
     drop(owner);
 }
+
+/// A log that cannot be opened says so naming its file once (SQLite's own
+/// message ends with the path too).
+#[test]
+fn a_log_that_cannot_be_opened_names_its_file_once() {
+    let dir = TempDir::new();
+    let file = dir.0.join("no-such-dir").join("sagas.db");
+    let error = match SqliteStore::open(&file) {
+        Ok(_) => panic!("a log in a missing directory opened"),
+        Err(e) => e.to_string(),
+    };
+    let shown = file.display().to_string();
+    assert_eq!(error.matches(shown.as_str()).count(), 1, "{error}");
+    assert!(error.contains("unable to open"), "{error}");
+}

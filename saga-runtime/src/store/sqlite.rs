@@ -247,7 +247,14 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let in_file = |e: StoreError| match e {
             StoreError::Backend(message) => {
-                StoreError::Backend(format!("{}: {message}", path.display()))
+                // SQLite names the file at the end of some messages
+                // ("unable to open database file: <path>"): once is enough.
+                let shown = path.display().to_string();
+                let message = message
+                    .strip_suffix(shown.as_str())
+                    .and_then(|m| m.strip_suffix(": "))
+                    .unwrap_or(&message);
+                StoreError::Backend(format!("{shown}: {message}"))
             }
             other => other,
         };
