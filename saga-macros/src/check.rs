@@ -156,11 +156,15 @@ fn kind_of(saga: &Saga, i: usize, pivot: Option<usize>, cx: &mut Ctxt) -> Kind {
                     Some(p) => format!("runs before the pivot `{}`", saga.steps[p].name),
                     None => "belongs to a saga without a pivot".to_string(),
                 };
+                let output = step
+                    .sig
+                    .output_type()
+                    .map_or_else(|| "..".to_string(), ast::type_string);
+                let undo = format!("undo_{}", ast::name_string(name));
                 cx.error_spanned_by(
                     name,
                     format!(
-                        "step `{name}` {why} and has no compensation: add `#[step(compensate = undo_{})]`, mark it `readonly` if it changes nothing, or make the step that commits the `pivot`",
-                        ast::name_string(name)
+                        "step `{name}` {why} and has no compensation: add `#[step(compensate = {undo})]` and `async fn {undo}(&self, {name}: &{output}) -> Result<(), MyError>`, mark it `readonly` if it changes nothing, or make the step that commits the `pivot`"
                     ),
                 );
             }
@@ -344,7 +348,7 @@ fn resolve_compensation<'a>(
         cx.error_spanned_by(
             target,
             format!(
-                "`{target}` is a step, so it cannot compensate `{}`: a compensation is a plain async method of this impl without `#[step]`, such as `async fn undo_{}(&self, {}: {output}) -> Result<(), MyError>`",
+                "`{target}` is a step, so it cannot compensate `{}`: a compensation is a plain async method of this impl without `#[step]`, such as `async fn undo_{}(&self, {}: &{output}) -> Result<(), MyError>`",
                 step.name,
                 ast::name_string(step.name),
                 step.name
@@ -368,7 +372,7 @@ fn resolve_compensation<'a>(
         cx.error_spanned_by(
             target,
             format!(
-                "no method `{target}` in this impl{hint}: to undo step `{}`, add `async fn {target}(&self, {}: {output}) -> Result<(), MyError>`",
+                "no method `{target}` in this impl{hint}: to undo step `{}`, add `async fn {target}(&self, {}: &{output}) -> Result<(), MyError>`",
                 step.name, step.name
             ),
         );
@@ -378,7 +382,7 @@ fn resolve_compensation<'a>(
         cx.error_spanned_by(
             target,
             format!(
-                "`{target}` already compensates step `{first}`: each step needs a compensation of its own, such as `async fn undo_{}(&self, {}: {output}) -> Result<(), MyError>`",
+                "`{target}` already compensates step `{first}`: each step needs a compensation of its own, such as `async fn undo_{}(&self, {}: &{output}) -> Result<(), MyError>`",
                 ast::name_string(step.name),
                 step.name
             ),
@@ -415,7 +419,7 @@ pub fn compensation_args<'a>(
                 cx.error_spanned_by(
                     quote::quote!(#and #mutability),
                     format!(
-                        "compensation `{}` cannot take step `{}`'s output as `&mut {output}`: the saga keeps the output (it is logged, and read again if the compensation is retried) and only lends it; take it as `{output}` (owned, if `Clone`) or `&{output}`",
+                        "compensation `{}` cannot take step `{}`'s output as `&mut {output}`: the saga keeps the output (it is logged, and read again if the compensation is retried) and only lends it; take it as `&{output}`, or as `{output}` (owned, if `Clone`)",
                         sig.func.sig.ident, step.name
                     ),
                 );
@@ -534,7 +538,10 @@ fn require_concrete(saga: &Saga, param: &Param, of: &str, source: Source, cx: &m
     };
     let fix = match received {
         Some(ty) if by_reference => format!("write `{}: &{ty}`", param.name),
-        Some(ty) => format!("write `{}: {ty}`", param.name),
+        Some(ty) => format!(
+            "write `{0}: &{ty}` (or `{0}: {ty}`, if `Clone`)",
+            param.name
+        ),
         None => "write the type it receives".to_string(),
     };
     cx.error_spanned_by(

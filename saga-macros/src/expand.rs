@@ -129,16 +129,17 @@ pub fn outputs_struct(saga: &Saga) -> TokenStream {
         #[allow(clippy::all)]
         const _: () = {
             #[allow(unused_imports)]
-            use ::saga::__private::{UncheckedSerialize as _, ViaSerialize as _};
+            use ::saga::__private::{UncheckedSerialize as _, ViaDebug as _, ViaSerialize as _};
 
-            /// Shows each output as its JSON, so outputs need not be `Debug`.
+            /// Shows each output by its own `Debug`, or as its JSON if it has
+            /// none, so outputs need not be `Debug`.
             #[automatically_derived]
             impl ::core::fmt::Debug for #outputs {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                     f.debug_struct(#outputs_str)
                         #( .field(
                             #name_strs,
-                            &(&&::saga::__private::Codec(::core::option::Option::Some(&self.#names))).saga_json(),
+                            &(&&&::saga::__private::Codec(::core::option::Option::Some(&self.#names))).saga_debug(),
                         ) )*
                         .finish()
                 }

@@ -29,8 +29,9 @@ use proc_macro::TokenStream;
 /// finish, then everything completed is compensated).
 ///
 /// Generates an implementation of `saga::Saga`, a `pub struct {Type}Outputs`
-/// with one field per step, and a `definition()` with the saga's name,
-/// fingerprint and Mermaid graph.
+/// with one field per step (its `Debug` shows each output by the output's own
+/// `Debug`, or as its JSON if it has none, so outputs need not be `Debug`),
+/// and a `definition()` with the saga's name, fingerprint and Mermaid graph.
 ///
 /// ```
 /// use saga::prelude::*;
@@ -48,7 +49,7 @@ use proc_macro::TokenStream;
 ///     async fn reserve(&self, input: &u32) -> Result<u64, Closed> {
 ///         Ok(u64::from(*input))
 ///     }
-///     async fn unreserve(&self, reserve: u64) -> Result<(), Closed> {
+///     async fn unreserve(&self, reserve: &u64) -> Result<(), Closed> {
 ///         let _ = reserve;
 ///         Ok(())
 ///     }

@@ -334,8 +334,8 @@ where
 /// receives its step's output `A` by value.
 #[diagnostic::on_unimplemented(
     message = "this parameter is declared as `{Self}`, but it receives `{A}`",
-    label = "write `{A}` here (or `&{A}`)",
-    note = "a compensation receives its own step's output by value or by reference, under the step's name"
+    label = "write `&{A}` here (or `{A}`, if `Clone`)",
+    note = "a compensation receives its own step's output by reference (or, if it is `Clone`, by value), under the step's name"
 )]
 pub trait Param<A>: Sized {
     /// The argument itself.
@@ -379,21 +379,41 @@ pub fn clone_output<T: CloneOutput>(value: &T) -> T {
 /// does not compile. Without the stand-in, the
 /// same missing impl would be reported again at every place the macro uses
 /// it, pointing at the attribute instead of the type.
+///
+/// The outputs struct's `Debug` goes one level further:
+/// `(&&&Codec(Some(&output))).saga_debug()` is the output's own `Debug` if
+/// it has one ([`ViaDebug`]), and its JSON otherwise, so that outputs need
+/// not be `Debug`.
 pub struct Codec<'a, T>(pub Option<&'a T>);
+
+/// The `Debug` arm of [`Codec`], for the outputs struct's `Debug`.
+pub trait ViaDebug {
+    /// The output, shown by its own `Debug`.
+    fn saga_debug(&self) -> &dyn std::fmt::Debug;
+}
+
+impl<T: std::fmt::Debug> ViaDebug for &&Codec<'_, T> {
+    fn saga_debug(&self) -> &dyn std::fmt::Debug {
+        match self.0 {
+            Some(value) => value,
+            None => &None::<()>,
+        }
+    }
+}
 
 /// The serde arm of [`Codec`] for writing.
 pub trait ViaSerialize {
     /// The output as JSON (`null` for a step that has not run).
     fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error>;
-    /// The output as a JSON string, for `Debug`.
-    fn saga_json(&self) -> Raw;
+    /// The output as a JSON string, for `Debug` (of an output without one).
+    fn saga_debug(&self) -> Raw;
 }
 
 impl<T: serde::Serialize> ViaSerialize for &Codec<'_, T> {
     fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::to_value(self.0)
     }
-    fn saga_json(&self) -> Raw {
+    fn saga_debug(&self) -> Raw {
         Raw(serde_json::to_string(&self.0).unwrap_or_else(|_| "<unserializable>".to_string()))
     }
 }
@@ -403,14 +423,14 @@ pub trait UncheckedSerialize {
     /// An error: the output type has no `Serialize` impl.
     fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error>;
     /// A placeholder.
-    fn saga_json(&self) -> Raw;
+    fn saga_debug(&self) -> Raw;
 }
 
 impl<T> UncheckedSerialize for Codec<'_, T> {
     fn saga_encode(&self) -> Result<serde_json::Value, serde_json::Error> {
         Err(not_serde())
     }
-    fn saga_json(&self) -> Raw {
+    fn saga_debug(&self) -> Raw {
         Raw("<unserializable>".to_string())
     }
 }
