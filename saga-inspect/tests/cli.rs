@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use saga_runtime::SagaId;
-use saga_runtime::log::{DefinitionSnapshot, Entry, Record, StepSnapshot};
+use saga_runtime::log::{DefinitionSnapshot, Entry, Record, Resumes, StepSnapshot};
 use saga_runtime::store::{PostgresStore, SqliteStore, Store};
 
 struct TempDir(PathBuf);
@@ -170,6 +170,65 @@ async fn lists_shows_and_speaks_json() {
     assert_eq!(view["steps"][0], serde_json::json!(["hold", "running"]));
     assert_eq!(view["fingerprint"], "0000000000000abc");
     assert_eq!(view["timeline"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn shows_a_recovery_after_a_crash() {
+    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("sagas.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let id = SagaId::new();
+    let entries = vec![
+        Entry::Created {
+            saga: "Transfer".into(),
+            fingerprint: 0xabc,
+            input: serde_json::json!(500),
+            definition: definition(),
+            deadline_ms: None,
+            retry: Vec::new(),
+        },
+        Entry::StepStarted {
+            step: "hold".into(),
+            attempt: 1,
+        },
+        Entry::StepSucceeded {
+            step: "hold".into(),
+            attempt: 1,
+            output: serde_json::json!("hold-7"),
+        },
+        // The process died inside `credit` before its start was durable.
+        Entry::Recovered {
+            resumes: Resumes::Forward,
+            step: Some("credit".into()),
+            running: vec!["credit".into()],
+            compensating: vec![],
+        },
+    ];
+    for (seq, entry) in entries.into_iter().enumerate() {
+        store
+            .append(vec![Record::new(id, seq as u64, entry)])
+            .await
+            .unwrap();
+    }
+    drop(store);
+
+    let show = inspect(&db, &["show", &id.to_string()]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let out = text(&show.stdout);
+    for expected in [
+        "recovered after a crash; goes on at `credit`; may have been running: credit",
+        "%% seq 3: recovered after a crash;",
+        "class s1 running",
+        "```mermaid",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+    let json = inspect(&db, &["show", &id.to_string(), "--json"]);
+    let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(view["timeline"][3]["event"], "recovered");
+    assert_eq!(view["timeline"][3]["step"], "credit");
+    assert_eq!(view["steps"][1], serde_json::json!(["credit", "running"]));
 }
 
 #[test]

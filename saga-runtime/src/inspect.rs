@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::SagaId;
-use crate::log::{CauseSnapshot, DefinitionSnapshot, Entry, SagaState};
+use crate::log::{CauseSnapshot, DefinitionSnapshot, Entry, Resumes, SagaState};
 use crate::store::{SagaSummary, StoredSaga};
 
 /// Where one step of an inspected saga stands.
@@ -259,6 +259,25 @@ impl Inspection {
                 row.detail = "marked compensated by an operator".into();
                 self.status(step, StepStatus::Compensated);
             }
+            Entry::Recovered {
+                resumes,
+                step,
+                running,
+                compensating,
+            } => {
+                row.step = step.clone();
+                row.detail = recovered_detail(*resumes, step.as_deref(), running, compensating);
+                // What may have been running at the crash runs again: a step
+                // whose start the crash caught before it was durable shows
+                // as running, not as never started.
+                for name in running {
+                    if let Some(slot) = self.steps.iter_mut().find(|(n, _)| n == name)
+                        && slot.1 == StepStatus::Pending
+                    {
+                        slot.1 = StepStatus::Running;
+                    }
+                }
+            }
             Entry::Completed | Entry::Compensated | Entry::Resumed => {}
         }
     }
@@ -315,13 +334,53 @@ impl Inspection {
         out
     }
 
-    /// The saga's graph with each step coloured by its status.
+    /// The saga's graph with each step coloured by its status, and each
+    /// recovery after a crash as a comment (`%%`) at its end.
     pub fn mermaid(&self) -> String {
-        match &self.definition {
+        let mut out = match &self.definition {
             Some(def) => def.to_mermaid_with(|i| self.steps.get(i).map(|(_, s)| s.class())),
             None => "flowchart TD\n    damaged([the created record is damaged])\n".into(),
+        };
+        for row in self.timeline.iter().filter(|r| r.event == "recovered") {
+            // A comment ends at the line's end: nothing read from the log
+            // may end it early.
+            let detail: String = row
+                .detail
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let _ = writeln!(out, "    %% seq {}: {detail}", row.seq);
         }
+        out
     }
+}
+
+/// What a [`Entry::Recovered`] row says.
+fn recovered_detail(
+    resumes: Resumes,
+    step: Option<&str>,
+    running: &[String],
+    compensating: &[String],
+) -> String {
+    let mut detail = String::from("recovered after a crash");
+    let _ = match (resumes, step) {
+        (Resumes::Forward, Some(step)) => write!(detail, "; goes on at `{step}`"),
+        (Resumes::Forward, None) => write!(detail, "; every step had completed"),
+        (Resumes::GaveUp, Some(step)) => write!(detail, "; `{step}` had given up"),
+        (Resumes::GaveUp, None) => write!(detail, "; a step had given up"),
+        (Resumes::RollingBack, _) => write!(detail, "; rolling back"),
+    };
+    if !running.is_empty() {
+        let _ = write!(detail, "; may have been running: {}", running.join(", "));
+    }
+    if !compensating.is_empty() {
+        let _ = write!(
+            detail,
+            "; may have been compensating: {}",
+            compensating.join(", ")
+        );
+    }
+    detail
 }
 
 fn hex<S: serde::Serializer>(fingerprint: &u64, serializer: S) -> Result<S::Ok, S::Error> {

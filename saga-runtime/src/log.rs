@@ -159,6 +159,81 @@ pub enum Entry {
         /// The step.
         step: String,
     },
+    /// Recovery took the saga up after the process running it stopped
+    /// short of an end (a crash): what its log said then. Written before the
+    /// recovered run acts, so that a reader of the log can tell that what
+    /// follows is a second run, and that what was running at the crash may
+    /// have acted twice under the same idempotency key (once before the
+    /// crash, once after). An operator's [`Resumed`](Entry::Resumed) of a
+    /// stuck saga writes none.
+    ///
+    /// Only a note: replaying a log reads past it, so a log with any number
+    /// of them resumes where it would without them. A binary from before
+    /// this record existed cannot read a log holding one: it reports the
+    /// record as damaged (that saga is not recovered, its log untouched;
+    /// every other saga still is), and its inspector shows the row as
+    /// `damaged`.
+    ///
+    /// ```
+    /// use saga_runtime::log::{Entry, Resumes};
+    /// let entry = Entry::Recovered {
+    ///     resumes: Resumes::Forward,
+    ///     step: Some("charge".into()),
+    ///     running: vec!["charge".into()],
+    ///     compensating: vec![],
+    /// };
+    /// let json = serde_json::to_string(&entry).unwrap();
+    /// assert_eq!(
+    ///     json,
+    ///     r#"{"event":"recovered","resumes":"forward","step":"charge","running":["charge"]}"#
+    /// );
+    /// ```
+    Recovered {
+        /// Which way the saga goes on.
+        resumes: Resumes,
+        /// Going forward, the first step not completed (none: every step
+        /// completed, and the run records the end); a step that gave up,
+        /// the step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        /// Steps an attempt of which may have been running at the crash:
+        /// started and not finished as the log tells, or, since runs do
+        /// not wait for start records, about to start after the last
+        /// durable record. Each may have taken effect; the recovered run
+        /// asks it again under the same idempotency key.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        running: Vec<String>,
+        /// Likewise for compensations, by the step they undo.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        compensating: Vec<String>,
+    },
+}
+
+/// Which way a recovered saga goes on, as its
+/// [`Recovered`](Entry::Recovered) record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resumes {
+    /// Forward, from the first step not completed.
+    Forward,
+    /// A step gave up before the crash, and what follows was not recorded
+    /// yet: once any sibling that may have acted unseen has answered, the
+    /// saga rolls back, or is stuck (past the pivot, or if the step's
+    /// outcome is unknown).
+    GaveUp,
+    /// The rollback the log had decided goes on.
+    RollingBack,
+}
+
+impl Resumes {
+    /// The lower-case name, as stored.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Resumes::Forward => "forward",
+            Resumes::GaveUp => "gave_up",
+            Resumes::RollingBack => "rolling_back",
+        }
+    }
 }
 
 /// A retry policy a run set for one of its steps or compensations, in
@@ -182,6 +257,9 @@ impl Entry {
             Entry::Compensated => Some(SagaState::Compensated),
             Entry::Stuck { .. } => Some(SagaState::Stuck),
             Entry::Created { .. } | Entry::Resumed => Some(SagaState::Running),
+            // Written only for a saga that is running, and it stays so (a
+            // store keeps its owner and state as they are).
+            Entry::Recovered { .. } => None,
             _ => None,
         }
     }
@@ -202,6 +280,7 @@ impl Entry {
             Entry::Stuck { .. } => "stuck",
             Entry::Resumed => "resumed",
             Entry::MarkedCompensated { .. } => "marked_compensated",
+            Entry::Recovered { .. } => "recovered",
         }
     }
 }

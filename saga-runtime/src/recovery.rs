@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::executor::{GaveUp, Position, ResumeAt, RollbackAt, unresolved_if_unknown};
-use crate::log::{Entry, RetryOverride};
+use crate::log::{Entry, Resumes, RetryOverride};
 use crate::store::StoredSaga;
 use crate::{Error, Failure, Phase, Saga, SagaId};
 
@@ -29,6 +29,35 @@ pub(crate) struct Replayed<S: Saga> {
     pub(crate) deadline_ms: Option<u64>,
     /// The run's retry overrides.
     pub(crate) retry: Vec<RetryOverride>,
+    /// The steps an attempt of which may have been running when the log
+    /// ended (see [`Entry::Recovered`]), in step order.
+    pub(crate) running: Vec<usize>,
+    /// Likewise for compensations, by step, in step order.
+    pub(crate) compensating: Vec<usize>,
+}
+
+impl<S: Saga> Replayed<S> {
+    /// The [`Entry::Recovered`] record a recovery after a crash writes
+    /// before it resumes this saga: what this replay found.
+    pub(crate) fn recovered(&self) -> Entry {
+        let def = S::definition();
+        let name = |i: usize| def.steps().get(i).map(|s| s.name().to_string());
+        let (resumes, step) = match &self.position {
+            Position::Resume(at) => match &at.gave_up {
+                Some(gave_up) => (Resumes::GaveUp, name(gave_up.step)),
+                None => (Resumes::Forward, name(at.next)),
+            },
+            Position::Forward { next, .. } => (Resumes::Forward, name(*next)),
+            Position::Failed(gave_up) => (Resumes::GaveUp, name(gave_up.step)),
+            Position::Rollback(_) => (Resumes::RollingBack, None),
+        };
+        Entry::Recovered {
+            resumes,
+            step,
+            running: self.running.iter().filter_map(|&i| name(i)).collect(),
+            compensating: self.compensating.iter().filter_map(|&i| name(i)).collect(),
+        }
+    }
 }
 
 /// What resuming needs of a `created` record. Decoded as a plain struct,
@@ -61,6 +90,8 @@ struct StepLog {
     last_error: Option<(String, bool)>,
     /// The last attempt of the step that started.
     started: u32,
+    /// The last attempt of its compensation that started.
+    compensation_started: u32,
     /// An attempt may have taken effect unseen: it timed out, or it was
     /// running when the process stopped.
     unknown: bool,
@@ -150,8 +181,9 @@ pub(crate) fn replay_as<S: Saga>(
                 let i = step_of(&step)?;
                 steps[i].started = steps[i].started.max(attempt);
             }
-            Entry::CompensationStarted { step, .. } => {
-                step_of(&step)?;
+            Entry::CompensationStarted { step, attempt } => {
+                let i = step_of(&step)?;
+                steps[i].compensation_started = steps[i].compensation_started.max(attempt);
             }
             Entry::StepSucceeded { step, output, .. } => {
                 let i = step_of(&step)?;
@@ -208,8 +240,12 @@ pub(crate) fn replay_as<S: Saga>(
                     s.failed = None;
                     s.compensation_failed = None;
                     s.started = 0;
+                    s.compensation_started = 0;
                 }
             }
+            // A note of an earlier recovery: what it says, the records
+            // around it say too.
+            Entry::Recovered { .. } => {}
             Entry::Completed | Entry::Compensated => finished = true,
         }
         next_seq = record.seq + 1;
@@ -252,6 +288,8 @@ pub(crate) fn replay_as<S: Saga>(
             attempts,
         )))
     });
+    let mut running = Vec::new();
+    let mut compensating = Vec::new();
     let position = match cause {
         Some(cause) => {
             // Each compensation goes on from the attempt after its last
@@ -272,6 +310,8 @@ pub(crate) fn replay_as<S: Saga>(
                 let attempts = steps[i].compensation_failed.map_or(1, |(a, _)| a);
                 (i, failure(i, Phase::Compensation, attempts))
             });
+            compensating =
+                in_flight_compensations(def, &steps, &exhausted, gave_up.as_ref().map(|(i, _)| *i));
             Position::Rollback(Box::new(RollbackAt {
                 compensated: steps.iter().map(|s| s.compensated).collect(),
                 cause,
@@ -316,14 +356,18 @@ pub(crate) fn replay_as<S: Saga>(
             // durable give-up was logged before it: only a sibling the log
             // shows never started may have started unseen (all of a group
             // start at once, a member that fails at once first).
-            let running = def.steps().get(next).map(|s| s.group());
+            let group = def.steps().get(next).map(|s| s.group());
             for (j, s) in steps.iter_mut().enumerate() {
                 let last_failed = s.failed.map_or(0, |(a, _)| a);
-                let in_flight = Some(def.steps()[j].group()) == running
+                let in_flight = Some(def.steps()[j].group()) == group
                     && !just_resumed
                     && (decides.is_none() || s.started == 0)
                     && !matches!(s.failed, Some((_, true)));
-                s.unknown |= !s.completed && (s.started > last_failed || in_flight);
+                let cut_off = !s.completed && (s.started > last_failed || in_flight);
+                s.unknown |= cut_off;
+                if cut_off {
+                    running.push(j);
+                }
             }
             // With a member that gave up: the siblings whose attempt may
             // have acted unseen, which the live run would have waited for.
@@ -370,5 +414,50 @@ pub(crate) fn replay_as<S: Saga>(
         finished,
         deadline_ms,
         retry,
+        running,
+        compensating,
     })
+}
+
+/// The compensations that may have been running when the log of a rollback
+/// ended: the pending members of the group the rollback stands at (it
+/// undoes a group's members at once, and a compensation's start is not
+/// waited for, so each may have started unseen), and any the log shows
+/// started and not finished. As the run goes on (see `executor::roll_back`):
+/// the last group holding a compensation still to run, unless the group of
+/// the compensation that gave up comes first, where the run stops.
+fn in_flight_compensations(
+    def: &crate::Definition,
+    steps: &[StepLog],
+    exhausted: &[bool],
+    gave_up: Option<usize>,
+) -> Vec<usize> {
+    let kinds = def.steps();
+    let pending = |i: usize| {
+        kinds[i].kind() == crate::StepKind::Compensatable
+            && steps[i].completed
+            && !steps[i].compensated
+            && !exhausted[i]
+    };
+    let mut at = Vec::new();
+    let mut end = kinds.len();
+    while end > 0 {
+        let mut start = end - 1;
+        while start > 0 && kinds[start - 1].group() == kinds[end - 1].group() {
+            start -= 1;
+        }
+        at = (start..end).filter(|&i| pending(i)).collect();
+        if !at.is_empty() || gave_up.is_some_and(|k| k >= start) {
+            break;
+        }
+        end = start;
+    }
+    let started = |i: usize| {
+        let s = &steps[i];
+        let last_failed = s.compensation_failed.map_or(0, |(a, _)| a);
+        !s.compensated && s.compensation_started > last_failed
+    };
+    (0..kinds.len())
+        .filter(|&i| at.contains(&i) || started(i))
+        .collect()
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga::prelude::*;
-use saga_runtime::log::{DefinitionSnapshot, Entry, Record, SagaState};
+use saga_runtime::log::{DefinitionSnapshot, Entry, Record, Resumes, SagaState};
 use saga_runtime::store::{ListFilter, PostgresStore, Store, StoreError};
 use saga_runtime::{SagaHandle, SagaId};
 use support::{created, started};
@@ -439,6 +439,55 @@ async fn sagas_run_durably_and_an_interrupted_one_is_recovered() {
     assert_eq!(report.completed, 1, "{report:?}");
     let log = store.load(id).await.unwrap().unwrap();
     assert_eq!(log.summary.state, SagaState::Completed);
+    // Its log says it was recovered, before the recovered run's records.
+    assert_eq!(
+        log.records[3].decode().unwrap(),
+        Entry::Recovered {
+            resumes: Resumes::Forward,
+            step: Some("credit".into()),
+            running: vec!["credit".into()],
+            compensating: vec![],
+        }
+    );
+    assert!(matches!(
+        log.records[4].decode().unwrap(),
+        Entry::StepStarted { step, attempt: 1 } if step == "credit"
+    ));
+}
+
+#[tokio::test]
+async fn a_recovered_record_leaves_the_saga_running_and_its_new_owner_s() {
+    let schema = Schema::new();
+    let (a, b, id) = schema.a_and_b().await;
+    a.append(vec![started(id, 1)]).await.unwrap();
+    // a stalls past its lease; b recovers the saga and notes it.
+    schema.expire_leases().await;
+    assert_eq!(b.unfinished().await.unwrap().len(), 1);
+    b.resuming(id);
+    let note = Entry::Recovered {
+        resumes: Resumes::Forward,
+        step: Some("hold".into()),
+        running: vec!["hold".into()],
+        compensating: vec![],
+    };
+    b.append(vec![Record::new(id, 2, note.clone())])
+        .await
+        .unwrap();
+    let log = b.load(id).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, SagaState::Running);
+    assert_eq!(log.records[2].decode().unwrap(), note);
+    // Still b's, under its lease: a can neither take it nor write.
+    assert!(a.unfinished().await.unwrap().is_empty());
+    assert!(matches!(
+        a.append(vec![started(id, 3)]).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    b.append(vec![Record::new(id, 3, Entry::Completed)])
+        .await
+        .unwrap();
+    let log = b.load(id).await.unwrap().unwrap();
+    assert_eq!(log.summary.state, SagaState::Completed);
+    assert_eq!(log.records.len(), 4);
 }
 
 /// Three steps; the pivot waits for `gate` (if any) to open.

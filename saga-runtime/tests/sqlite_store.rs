@@ -6,7 +6,7 @@ mod support;
 use std::path::PathBuf;
 
 use saga_runtime::SagaId;
-use saga_runtime::log::{Entry, Record, SagaState};
+use saga_runtime::log::{Entry, Record, Resumes, SagaState};
 use saga_runtime::store::{ListFilter, SqliteStore, Store, StoreError};
 use support::{created, started};
 
@@ -113,6 +113,40 @@ async fn records_survive_reopening_and_unfinished_lists_running_sagas() {
     assert_eq!(loaded.summary.state, SagaState::Compensated);
     assert_eq!(loaded.records[1].decode().unwrap(), Entry::Compensated);
     assert!(store.load(SagaId::new()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_recovered_record_leaves_the_saga_running_across_reopening() {
+    let dir = TempDir::new();
+    let id = SagaId::new();
+    let note = Entry::Recovered {
+        resumes: Resumes::Forward,
+        step: Some("hold".into()),
+        running: vec!["hold".into()],
+        compensating: vec![],
+    };
+    {
+        let store = SqliteStore::open(dir.file()).unwrap();
+        store
+            .append(vec![created(id), started(id, 1)])
+            .await
+            .unwrap();
+        store
+            .append(vec![Record::new(id, 2, note.clone())])
+            .await
+            .unwrap();
+    }
+    let store = SqliteStore::open(dir.file()).unwrap();
+    let unfinished = store.unfinished().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].summary.state, SagaState::Running);
+    assert_eq!(unfinished[0].records[2].decode().unwrap(), note);
+    store
+        .append(vec![Record::new(id, 3, Entry::Completed)])
+        .await
+        .unwrap();
+    let loaded = store.load(id).await.unwrap().unwrap();
+    assert_eq!(loaded.summary.state, SagaState::Completed);
 }
 
 #[tokio::test]
