@@ -471,7 +471,7 @@ async fn worker(dir: &Path, log: &Log, drain: bool, signal: Option<PathBuf>) -> 
                     handle.outcome().await.map(drop)
                 }
                 // Started by an earlier worker: recovery finished it.
-                Err(Error::Store(StoreError::Conflict { .. })) => Ok(()),
+                Err(Error::AlreadyStarted { .. }) => Ok(()),
                 Err(e) => Err(e),
             }
         });

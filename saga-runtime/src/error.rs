@@ -408,6 +408,18 @@ pub enum Error {
         /// The id asked for.
         id: crate::SagaId,
     },
+    /// A saga was started under an id (see [`SagaOptions::id`]) that a saga
+    /// has already: running in this runtime, or in the store (started
+    /// before, here or by another worker). Nothing was started or written.
+    ///
+    /// [`SagaOptions::id`]: crate::SagaOptions::id
+    #[error(
+        "saga {id} was started already (running here, or in the store): an id given with `SagaOptions::id` starts one saga; await or inspect that one"
+    )]
+    AlreadyStarted {
+        /// The id.
+        id: crate::SagaId,
+    },
     /// An operator action that needs a stuck saga was asked of one that is
     /// not stuck.
     #[error("saga {id} is {state}, not stuck")]

@@ -39,6 +39,10 @@ impl SagaOptions {
 
     /// Runs the saga under this id instead of a fresh one (for example an id
     /// derived from a request, so a retried request finds the same saga).
+    /// With a store, an id starts one saga: starting another under it, while
+    /// the first runs or after it ended, is refused with
+    /// [`Error::AlreadyStarted`] (the retried request then awaits or
+    /// inspects the first). In memory, ids are not checked.
     pub fn id(mut self, id: SagaId) -> SagaOptions {
         self.id = Some(id);
         self

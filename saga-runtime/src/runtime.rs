@@ -428,14 +428,15 @@ impl Runtime {
 
     /// Claims the id of a new durable saga (see [`crate::live`]); nothing
     /// to claim without a store. An id this runtime is running already (a
-    /// caller's [`SagaOptions::id`] reused) is refused as a conflict.
+    /// caller's [`SagaOptions::id`] reused) is refused:
+    /// [`Error::AlreadyStarted`].
     fn claim_new(&self, id: SagaId) -> Result<Option<Claim>, Error> {
         if self.inner.store.is_none() {
             return Ok(None);
         }
         match self.inner.live.claim(id) {
             Some(claim) => Ok(Some(claim)),
-            None => Err(StoreError::Conflict { saga: id, seq: 0 }.into()),
+            None => Err(Error::AlreadyStarted { id }),
         }
     }
 
@@ -495,8 +496,13 @@ impl Runtime {
                 now_ms().saturating_add(millis)
             }),
         };
-        store.append(vec![Record::new(id, 0, created)]).await?;
-        Ok(())
+        match store.append(vec![Record::new(id, 0, created)]).await {
+            // Its first record is there: a saga with this id was started
+            // before (a caller's `SagaOptions::id` reused), here or by
+            // another worker.
+            Err(StoreError::Conflict { seq: 0, .. }) => Err(Error::AlreadyStarted { id }),
+            written => Ok(written?),
+        }
     }
 
     /// Runs a new saga on a task of its own.
