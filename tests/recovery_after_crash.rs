@@ -511,6 +511,41 @@ async fn resuming_a_stuck_saga_whose_definition_changed_leaves_it_stuck_and_its_
     assert!(matches!(ended, Ended::Compensated(_)), "{ended:?}");
 }
 
+/// The inspector draws a step whose compensation gave up as `undo_failed`
+/// (not `completed`), until a resume compensates it.
+#[tokio::test]
+async fn the_inspector_shows_a_step_whose_compensation_gave_up_until_resumed() {
+    use saga::inspect::{Inspection, StepStatus};
+    let store = MemoryStore::new();
+    let id = stuck_saga(store.clone()).await;
+    let view = Inspection::of(&store.load(id).await.unwrap().unwrap());
+    let status = |view: &Inspection, step: &str| {
+        view.steps
+            .iter()
+            .find(|(name, _)| name == step)
+            .map(|(_, status)| *status)
+    };
+    assert_eq!(status(&view, "charge"), Some(StepStatus::UndoFailed));
+    assert_eq!(status(&view, "reserve"), Some(StepStatus::Completed));
+    assert!(
+        view.mermaid().contains("class s1 undo_failed"),
+        "{}",
+        view.mermaid()
+    );
+
+    let saga = Gated::new(true);
+    let runtime = recovering_runtime(store.clone(), &saga).await;
+    let ended = runtime.resume(id).await.unwrap();
+    assert!(matches!(ended, Ended::Compensated(_)), "{ended:?}");
+    let view = Inspection::of(&store.load(id).await.unwrap().unwrap());
+    assert_eq!(status(&view, "charge"), Some(StepStatus::Compensated));
+    assert!(
+        !view.mermaid().contains("class s1 undo_failed"),
+        "{}",
+        view.mermaid()
+    );
+}
+
 #[tokio::test]
 async fn a_step_marked_compensated_by_an_operator_is_skipped_on_resume() {
     let store = MemoryStore::new();
@@ -523,7 +558,26 @@ async fn a_step_marked_compensated_by_an_operator_is_skipped_on_resume() {
         "{refused}"
     );
     let refused = runtime.mark_compensated(id, "nope").await.unwrap_err();
-    assert!(refused.to_string().contains("no such step"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("no such step (it has: reserve, charge, confirm)"),
+        "{refused}"
+    );
+    // A compensation's name points at its step.
+    let refused = runtime
+        .mark_compensated(id, "uncharge")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(
+            "`uncharge` is the compensation of step `charge`: mark the step: \
+             mark_compensated(id, \"charge\")"
+        ),
+        "{refused}"
+    );
+    assert!(!refused.contains("no such step"), "{refused}");
 
     runtime.mark_compensated(id, "charge").await.unwrap();
     let ended = runtime.resume(id).await.unwrap();

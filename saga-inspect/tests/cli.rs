@@ -231,6 +231,106 @@ async fn shows_a_recovery_after_a_crash() {
     assert_eq!(view["steps"][1], serde_json::json!(["credit", "running"]));
 }
 
+/// An operator undoing a step by hand gets its whole output from
+/// `show --json`, as the JSON value the log holds; the table cuts it short
+/// and says where the whole is. A step whose compensation gave up is drawn
+/// as such, not as completed.
+#[tokio::test]
+async fn shows_whole_outputs_in_json_and_a_compensation_that_gave_up() {
+    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("sagas.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let id = SagaId::new();
+    let output = serde_json::json!({
+        "reservation": format!("reservation-1-{}", "x".repeat(120)),
+        "rooms": [101, 102],
+    });
+    let entries = vec![
+        Entry::Created {
+            saga: "Transfer".into(),
+            fingerprint: 0xabc,
+            input: serde_json::json!(500),
+            definition: definition(),
+            deadline_ms: None,
+            retry: Vec::new(),
+        },
+        Entry::StepStarted {
+            step: "hold".into(),
+            attempt: 1,
+        },
+        Entry::StepSucceeded {
+            step: "hold".into(),
+            attempt: 1,
+            output: output.clone(),
+        },
+        Entry::StepStarted {
+            step: "credit".into(),
+            attempt: 1,
+        },
+        Entry::StepFailed {
+            step: "credit".into(),
+            attempt: 1,
+            error: "bank B unavailable".into(),
+            retryable: false,
+            will_retry: false,
+            outcome_unknown: false,
+        },
+        Entry::RollbackStarted {
+            cause: saga_runtime::log::CauseSnapshot::Cancelled,
+        },
+        Entry::CompensationStarted {
+            step: "hold".into(),
+            attempt: 1,
+        },
+        Entry::CompensationFailed {
+            step: "hold".into(),
+            attempt: 1,
+            error: "bank A unavailable".into(),
+            retryable: true,
+            will_retry: false,
+        },
+        Entry::Stuck {
+            failure: saga_runtime::log::FailureSnapshot {
+                step: "hold".into(),
+                compensation: Some("release".into()),
+                phase: saga_runtime::Phase::Compensation,
+                error: "bank A unavailable".into(),
+                retryable: true,
+                attempts: 1,
+            },
+        },
+    ];
+    for (seq, entry) in entries.into_iter().enumerate() {
+        store
+            .append(vec![Record::new(id, seq as u64, entry)])
+            .await
+            .unwrap();
+    }
+    drop(store);
+
+    let json = inspect(&db, &["show", &id.to_string(), "--json"]);
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(view["timeline"][2]["event"], "step_succeeded");
+    assert_eq!(view["timeline"][2]["output"], output);
+    assert_eq!(view["steps"][0], serde_json::json!(["hold", "undo_failed"]));
+
+    let show = inspect(&db, &["show", &id.to_string()]);
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let out = text(&show.stdout);
+    for expected in [
+        "{\"reservation\":\"reservation-1-xxx",
+        "xxx…\n",
+        &format!("… values cut short: the JSON view (`saga-inspect <log> show {id} --json`)"),
+        "class s0 undo_failed",
+        "classDef undo_failed ",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+    assert!(!out.contains(&"x".repeat(100)), "{out}");
+}
+
 #[test]
 fn refuses_a_missing_file_and_an_unknown_saga_clearly() {
     let missing = inspect(Path::new("/nonexistent/sagas.db"), &["list"]);

@@ -29,6 +29,12 @@ pub enum StepStatus {
     Unknown,
     /// Succeeded, then undone.
     Compensated,
+    /// Succeeded, and its compensation gave up: the saga is stuck on it, its
+    /// effect still in place, for a person to undo by hand (then
+    /// `mark_compensated`) or to resume. A later attempt of the compensation
+    /// (a resume) makes it `completed` again while it runs, `compensated`
+    /// once it succeeds.
+    UndoFailed,
 }
 
 impl StepStatus {
@@ -40,9 +46,19 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Unknown => "unknown",
             StepStatus::Compensated => "compensated",
+            StepStatus::UndoFailed => "undo_failed",
         }
     }
 }
+
+/// How the graph draws [`StepStatus::UndoFailed`]: red like `failed`, with a
+/// thick dashed border like `unknown`'s, since the step's effect is still in
+/// place (the graph's other classes are defined with the definition's graph).
+const UNDO_FAILED_CLASS: &str =
+    "    classDef undo_failed fill:#ffcdd2,stroke:#b71c1c,stroke-width:3px,stroke-dasharray:6 3\n";
+
+/// What ends a value cut short in the table.
+const CUT: char = '…';
 
 /// One row of a timeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -57,9 +73,14 @@ pub struct TimelineRow {
     pub attempt: Option<u32>,
     /// The event (`step_started`, ...), or `damaged`.
     pub event: String,
-    /// The error, a summary of the output, or what is wrong with a damaged
-    /// record.
+    /// The error, a summary of the output (cut short at 60 characters,
+    /// ending in `…`), or what is wrong with a damaged record.
     pub detail: String,
+    /// The whole output of a `step_succeeded` record, as the JSON value the
+    /// log holds (what an operator undoing the step by hand needs); absent
+    /// from other rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
 }
 
 /// One saga's log, made readable.
@@ -144,6 +165,7 @@ impl Inspection {
                 attempt: None,
                 event: String::new(),
                 detail: String::new(),
+                output: None,
             };
             match record.decode() {
                 Ok(entry) => {
@@ -191,6 +213,7 @@ impl Inspection {
             } => {
                 (row.step, row.attempt) = (Some(step.clone()), Some(*attempt));
                 row.detail = summarize(output);
+                row.output = Some(output.clone());
                 self.status(step, StepStatus::Completed);
             }
             Entry::StepFailed {
@@ -226,6 +249,13 @@ impl Inspection {
             }
             Entry::CompensationStarted { step, attempt } => {
                 (row.step, row.attempt) = (Some(step.clone()), Some(*attempt));
+                // The compensation is tried again (a resume): its step is
+                // done and being undone, no longer given up on.
+                if let Some(slot) = self.steps.iter_mut().find(|(n, _)| n == step)
+                    && slot.1 == StepStatus::UndoFailed
+                {
+                    slot.1 = StepStatus::Completed;
+                }
             }
             Entry::CompensationSucceeded { step, attempt } => {
                 (row.step, row.attempt) = (Some(step.clone()), Some(*attempt));
@@ -244,9 +274,15 @@ impl Inspection {
                 } else {
                     error.clone()
                 };
+                if !will_retry {
+                    self.status(step, StepStatus::UndoFailed);
+                }
             }
             Entry::Stuck { failure } => {
                 row.step = Some(failure.step.clone());
+                if failure.compensation.is_some() {
+                    self.status(&failure.step, StepStatus::UndoFailed);
+                }
                 row.detail = format!(
                     "{} gave up after {} attempts: {}",
                     failure.compensation.as_deref().unwrap_or(&failure.step),
@@ -331,6 +367,20 @@ impl Inspection {
             out.push_str(&line(row));
             out.push('\n');
         }
+        let cut = |text: &str| text.ends_with(CUT);
+        if self.input.as_ref().is_some_and(|i| cut(&summarize(i)))
+            || self
+                .timeline
+                .iter()
+                .any(|r| r.output.is_some() && cut(&r.detail))
+        {
+            let _ = writeln!(
+                out,
+                "{CUT} values cut short: the JSON view (`saga-inspect <log> show {} --json`) \
+                 carries the whole input and each whole output",
+                self.id
+            );
+        }
         out
     }
 
@@ -341,6 +391,9 @@ impl Inspection {
             Some(def) => def.to_mermaid_with(|i| self.steps.get(i).map(|(_, s)| s.class())),
             None => "flowchart TD\n    damaged([the created record is damaged])\n".into(),
         };
+        if self.definition.is_some() {
+            out.push_str(UNDO_FAILED_CLASS);
+        }
         for row in self.timeline.iter().filter(|r| r.event == "recovered") {
             // A comment ends at the line's end: nothing read from the log
             // may end it early.
@@ -387,14 +440,16 @@ fn hex<S: serde::Serializer>(fingerprint: &u64, serializer: S) -> Result<S::Ok, 
     serializer.collect_str(&format_args!("{fingerprint:016x}"))
 }
 
-/// A one-line summary of a JSON value, at most 60 characters.
+/// A one-line summary of a JSON value, at most 60 characters: one cut
+/// short ends in `…`.
 fn summarize(value: &serde_json::Value) -> String {
     let text = value.to_string();
     if text.chars().count() <= 60 {
         text
     } else {
-        let cut: String = text.chars().take(57).collect();
-        format!("{cut}...")
+        let mut cut: String = text.chars().take(59).collect();
+        cut.push(CUT);
+        cut
     }
 }
 
@@ -425,4 +480,223 @@ pub fn utc(ms: u64) -> String {
         rem % 60,
         ms % 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Phase;
+    use crate::log::{FailureSnapshot, StepSnapshot};
+    use crate::store::StoredRecord;
+
+    fn stored(state: SagaState, entries: Vec<Entry>) -> StoredSaga {
+        let created = Entry::Created {
+            saga: "Trip".into(),
+            fingerprint: 1,
+            input: serde_json::json!(7),
+            definition: DefinitionSnapshot {
+                steps: vec![
+                    StepSnapshot {
+                        name: "reserve".into(),
+                        kind: "compensatable".into(),
+                        compensation: Some("release".into()),
+                        deps: vec![],
+                        output_type: "Reservation".into(),
+                    },
+                    StepSnapshot {
+                        name: "book".into(),
+                        kind: "pivot".into(),
+                        compensation: None,
+                        deps: vec![0],
+                        output_type: "u64".into(),
+                    },
+                ],
+            },
+            deadline_ms: None,
+            retry: Vec::new(),
+        };
+        let records = std::iter::once(created)
+            .chain(entries)
+            .enumerate()
+            .map(|(seq, e)| StoredRecord {
+                seq: seq as u64,
+                at_ms: seq as u64,
+                body: serde_json::to_string(&e).unwrap(),
+            })
+            .collect();
+        StoredSaga {
+            summary: SagaSummary {
+                id: SagaId::new(),
+                name: "Trip".into(),
+                fingerprint: 1,
+                state,
+                created_ms: 0,
+                updated_ms: 0,
+            },
+            records,
+        }
+    }
+
+    fn reserved(output: serde_json::Value) -> Vec<Entry> {
+        vec![
+            Entry::StepStarted {
+                step: "reserve".into(),
+                attempt: 1,
+            },
+            Entry::StepSucceeded {
+                step: "reserve".into(),
+                attempt: 1,
+                output,
+            },
+        ]
+    }
+
+    /// The JSON view carries each output whole, as the value the log holds;
+    /// the table cuts it short and says so.
+    #[test]
+    fn the_json_view_carries_whole_outputs_and_the_table_says_it_cuts() {
+        let long = "x".repeat(200);
+        let output =
+            serde_json::json!({ "reservation": format!("reservation-1-{long}"), "seats": [1, 2] });
+        let view = Inspection::of(&stored(SagaState::Running, reserved(output.clone())));
+        let json = serde_json::to_value(&view).unwrap();
+        let row = &json["timeline"][2];
+        assert_eq!(row["event"], "step_succeeded");
+        assert_eq!(row["output"], output);
+        let detail = row["detail"].as_str().unwrap();
+        assert!(detail.ends_with('…'), "{detail}");
+        assert_eq!(detail.chars().count(), 60, "{detail}");
+        assert!(json["timeline"][1].get("output").is_none(), "{json}");
+
+        let table = view.table();
+        assert!(table.contains(detail), "{table}");
+        assert!(
+            table.contains(&format!(
+                "… values cut short: the JSON view (`saga-inspect <log> show {} --json`)",
+                view.id
+            )),
+            "{table}"
+        );
+
+        // A short output is whole in the table too, which then says nothing.
+        let view = Inspection::of(&stored(
+            SagaState::Running,
+            reserved(serde_json::json!("r-1")),
+        ));
+        assert_eq!(view.timeline[2].output, Some(serde_json::json!("r-1")));
+        assert_eq!(view.timeline[2].detail, "\"r-1\"");
+        assert!(!view.table().contains("cut short"), "{}", view.table());
+    }
+
+    fn gave_up() -> Vec<Entry> {
+        let mut entries = reserved(serde_json::json!("r-1"));
+        entries.extend([
+            Entry::StepStarted {
+                step: "book".into(),
+                attempt: 1,
+            },
+            Entry::StepFailed {
+                step: "book".into(),
+                attempt: 1,
+                error: "sold out".into(),
+                retryable: false,
+                will_retry: false,
+                outcome_unknown: false,
+            },
+            Entry::RollbackStarted {
+                cause: CauseSnapshot::Cancelled,
+            },
+            Entry::CompensationStarted {
+                step: "reserve".into(),
+                attempt: 1,
+            },
+            Entry::CompensationFailed {
+                step: "reserve".into(),
+                attempt: 1,
+                error: "hotel down".into(),
+                retryable: true,
+                will_retry: true,
+            },
+            Entry::CompensationStarted {
+                step: "reserve".into(),
+                attempt: 2,
+            },
+            Entry::CompensationFailed {
+                step: "reserve".into(),
+                attempt: 2,
+                error: "hotel down".into(),
+                retryable: true,
+                will_retry: false,
+            },
+            Entry::Stuck {
+                failure: FailureSnapshot {
+                    step: "reserve".into(),
+                    compensation: Some("release".into()),
+                    phase: Phase::Compensation,
+                    error: "hotel down".into(),
+                    retryable: true,
+                    attempts: 2,
+                },
+            },
+        ]);
+        entries
+    }
+
+    /// A step whose compensation gave up is drawn as such, not as
+    /// completed; a resume that compensates it clears that.
+    #[test]
+    fn a_step_whose_compensation_gave_up_is_undo_failed_until_compensated() {
+        let view = Inspection::of(&stored(SagaState::Stuck, gave_up()));
+        assert_eq!(
+            view.steps,
+            [
+                ("reserve".to_string(), StepStatus::UndoFailed),
+                ("book".to_string(), StepStatus::Failed)
+            ]
+        );
+        let graph = view.mermaid();
+        assert!(graph.contains("class s0 undo_failed"), "{graph}");
+        assert!(graph.contains("classDef undo_failed "), "{graph}");
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            json["steps"][0],
+            serde_json::json!(["reserve", "undo_failed"])
+        );
+
+        // A retry before giving up is not giving up.
+        let mut retrying = gave_up();
+        retrying.truncate(retrying.len() - 3);
+        let view = Inspection::of(&stored(SagaState::Running, retrying));
+        assert_eq!(view.steps[0].1, StepStatus::Completed);
+
+        // Resumed: being undone again, then undone.
+        let mut resumed = gave_up();
+        resumed.extend([
+            Entry::Resumed,
+            Entry::CompensationStarted {
+                step: "reserve".into(),
+                attempt: 1,
+            },
+        ]);
+        let view = Inspection::of(&stored(SagaState::Running, resumed.clone()));
+        assert_eq!(view.steps[0].1, StepStatus::Completed);
+        resumed.extend([
+            Entry::CompensationSucceeded {
+                step: "reserve".into(),
+                attempt: 1,
+            },
+            Entry::Compensated,
+        ]);
+        let view = Inspection::of(&stored(SagaState::Compensated, resumed));
+        assert_eq!(view.steps[0].1, StepStatus::Compensated);
+        assert!(view.mermaid().contains("class s0 compensated"));
+
+        // Undone by hand.
+        let mut marked = gave_up();
+        marked.push(Entry::MarkedCompensated {
+            step: "reserve".into(),
+        });
+        let view = Inspection::of(&stored(SagaState::Stuck, marked));
+        assert_eq!(view.steps[0].1, StepStatus::Compensated);
+    }
 }

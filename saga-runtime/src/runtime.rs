@@ -974,9 +974,19 @@ impl<S: Saga> Resumable for ByName<S> {
             reason: reason.to_string(),
         };
         let i = def.step_index(step).ok_or_else(|| {
+            // Steps are marked, not their compensations: a compensation's
+            // name points at its step; other names list the steps alone.
+            if let Some(of) = def.compensation_index(step) {
+                let of = def.steps()[of].name();
+                return cannot(&format!(
+                    "`{step}` is the compensation of step `{of}`: mark the step: \
+                     mark_compensated(id, \"{of}\")"
+                ));
+            }
+            let steps: Vec<&str> = def.steps().iter().map(|s| s.name()).collect();
             cannot(&format!(
                 "the saga has no such step (it has: {})",
-                def.known_names()
+                steps.join(", ")
             ))
         })?;
         let replayed = recovery::replay::<S>(stored)?;

@@ -549,3 +549,60 @@ fn a_log_that_cannot_be_opened_names_its_file_once() {
     assert_eq!(error.matches(shown.as_str()).count(), 1, "{error}");
     assert!(error.contains("unable to open"), "{error}");
 }
+
+/// `open_existing` of a SQLite file that is not a saga log (a copy of
+/// another application's database, in either journal mode) refuses it and
+/// leaves its directory as it was: no `-wal`, no `-shm`, no lock file, and
+/// the file's journal mode unchanged.
+#[test]
+fn open_existing_refuses_another_database_and_creates_nothing_beside_it() {
+    let dir = TempDir::new();
+    let listing = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    for (name, mode) in [("bank.db", "DELETE"), ("shop.db", "WAL")] {
+        let other = dir.0.join(name);
+        let conn = rusqlite::Connection::open(&other).unwrap();
+        let set: String = conn
+            .query_row(&format!("PRAGMA journal_mode = {mode}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(set.to_uppercase(), mode);
+        conn.execute_batch("CREATE TABLE accounts (id INTEGER PRIMARY KEY, cents INTEGER)")
+            .unwrap();
+        drop(conn);
+        let before = listing();
+        let refused = match SqliteStore::open_existing(&other) {
+            Ok(_) => panic!("{name}: another database opened as a saga log"),
+            Err(e) => e.to_string(),
+        };
+        assert!(refused.contains("not a saga log"), "{refused}");
+        assert!(refused.contains(name), "{refused}");
+        assert_eq!(listing(), before, "{name}: open_existing left files behind");
+    }
+    // A saga log at an older schema, which older workers may still write,
+    // is refused as untouched.
+    let old = dir.0.join("old.db");
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE saga_schema (version INTEGER NOT NULL);
+         INSERT INTO saga_schema (version) VALUES (1);",
+    )
+    .unwrap();
+    drop(conn);
+    let before = listing();
+    let refused = SqliteStore::open_existing(&old).err().unwrap().to_string();
+    assert!(refused.contains("schema version 1"), "{refused}");
+    assert_eq!(listing(), before, "old.db: open_existing left files behind");
+    // The rollback-journal file is still one (nothing turned it to WAL).
+    let mode: String = rusqlite::Connection::open(dir.0.join("bank.db"))
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode.to_lowercase(), "delete");
+}

@@ -190,11 +190,9 @@ impl SqliteStore {
     /// ```
     pub fn open_existing(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref();
-        let flags =
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let refuse =
             |message: String| StoreError::Backend(format!("{}: {message}", path.display()));
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| refuse(e.to_string()))?;
+        let conn = check_connection(path).map_err(|e| refuse(e.to_string()))?;
         let has_schema: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'saga_schema')",
@@ -230,7 +228,17 @@ impl SqliteStore {
             }
         }
         drop(conn);
-        SqliteStore::open_as(path, Role::Inspector)
+        SqliteStore::open_as(path, Role::Inspector).map_err(|e| match e {
+            // SQLite readers of a WAL log share its index, `<file>-shm`,
+            // which they must be able to create and write.
+            StoreError::Backend(message) if cannot_write_beside(path) => {
+                StoreError::Backend(format!(
+                    "{message} (inspecting a SQLite log needs write access to its directory, \
+                     for SQLite's WAL index `<file>-shm`)"
+                ))
+            }
+            other => other,
+        })
     }
 
     /// Opens (or creates) the store at `path`, migrating an older schema and
@@ -400,6 +408,59 @@ enum Role {
     Owner,
     /// It reads the log (and prunes it) beside its owner.
     Inspector,
+}
+
+/// A read-only connection to `path` for [`SqliteStore::open_existing`]'s
+/// check that it is a saga log, which creates no file beside it.
+///
+/// A read-only connection to a WAL-mode database creates its `-wal` and
+/// `-shm` files when they are missing, and leaves them behind: done to
+/// another application's database, that is litter beside it. When neither
+/// exists, no connection has the file open (an open WAL database has
+/// both) and all its content is in the file itself, so it is read as
+/// immutable: SQLite then opens nothing beside it. When they exist, they
+/// are used as they are.
+fn check_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let beside = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name).exists()
+    };
+    match path.to_str() {
+        Some(text) if !beside("-wal") && !beside("-shm") => {
+            // A URI's path: `%`, `?` and `#` would be read as its syntax.
+            let mut uri = String::from("file:");
+            for c in text.chars() {
+                match c {
+                    '%' => uri.push_str("%25"),
+                    '?' => uri.push_str("%3f"),
+                    '#' => uri.push_str("%23"),
+                    c => uri.push(c),
+                }
+            }
+            uri.push_str("?immutable=1");
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+        _ => Connection::open_with_flags(path, flags),
+    }
+}
+
+/// Whether the directory of `path` looks not writable to this process, so
+/// that SQLite cannot make a WAL log's `-shm` there (only a hint for an
+/// error message).
+fn cannot_write_beside(path: &Path) -> bool {
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    if Path::new(&shm).exists() {
+        return false;
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::metadata(dir).is_ok_and(|m| m.permissions().readonly())
 }
 
 /// Takes the lock `lock` that makes a store the owner of the log at `log`:
