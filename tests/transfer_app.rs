@@ -20,6 +20,7 @@ fn config(dir: &std::path::Path) -> Config {
         compensation_error_rate: 0.3,
         crash_after: None,
         recover: false,
+        resume_stuck: false,
         data_dir: dir.to_path_buf(),
         seed: 7,
     }

@@ -176,6 +176,8 @@ pub struct Config {
     pub crash_after: Option<u64>,
     /// Resume an earlier run's data instead of starting afresh.
     pub recover: bool,
+    /// With `recover`: after recovery, resume every stuck transfer once.
+    pub resume_stuck: bool,
     /// Where the three database files live.
     pub data_dir: PathBuf,
     /// Seeds the transfers and the faults.
@@ -184,6 +186,62 @@ pub struct Config {
 
 /// Every account opens with this many cents.
 pub const OPENING_BALANCE: i64 = 100_000;
+
+/// The most accounts a bank may have (`--accounts`): each is a row made
+/// when the bank opens, so more would only make a long wait.
+pub const MAX_ACCOUNTS: u32 = 1_000_000;
+
+/// The most transfers in flight at once (`--concurrency`).
+pub const MAX_CONCURRENCY: usize = 100_000;
+
+impl Config {
+    /// Refuses what the run could not do, before anything is created or
+    /// deleted: counts out of range, rates that would never let it end, a
+    /// data directory that is a file, or nothing to recover.
+    pub fn check(&self) -> Result<(), String> {
+        if !(2..=MAX_ACCOUNTS).contains(&self.accounts) {
+            return Err(format!(
+                "--accounts must be from 2 to {MAX_ACCOUNTS}, not {}",
+                self.accounts
+            ));
+        }
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(format!(
+                "--concurrency must be from 1 to {MAX_CONCURRENCY}, not {}",
+                self.concurrency
+            ));
+        }
+        for (flag, rate) in [
+            ("--step-error-rate", self.step_error_rate),
+            ("--timeout-rate", self.timeout_rate),
+            ("--compensation-error-rate", self.compensation_error_rate),
+        ] {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(format!("{flag} must be at least 0 and below 1, not {rate}"));
+            }
+        }
+        if self.resume_stuck && !self.recover {
+            return Err("--resume-stuck resumes an earlier run's stuck transfers: \
+                        give it with --recover"
+                .into());
+        }
+        let dir = &self.data_dir;
+        if dir.exists() && !dir.is_dir() {
+            return Err(format!(
+                "--data-dir {}: not a directory (it is a file; give a directory, \
+                 which is made if missing)",
+                dir.display()
+            ));
+        }
+        if self.recover && !dir.exists() {
+            return Err(format!(
+                "nothing to recover in {}: no such directory (run without --recover first)",
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// What a run saw.
 #[derive(Debug, Default)]
@@ -202,6 +260,10 @@ pub struct Summary {
     pub unfinished: u64,
     /// Sagas this process resumed from an earlier run.
     pub recovered: u64,
+    /// Stuck sagas this process resumed (`--resume-stuck`).
+    pub resumed_stuck: u64,
+    /// One stuck saga, to inspect.
+    pub stuck_example: Option<SagaId>,
     /// Failed attempts that were retried, in this process.
     pub retries: u64,
     /// Wall time of this process's work.
@@ -258,8 +320,12 @@ impl CrashAfter {
         if let Some(limit) = self.limit
             && self.inner.stats().records >= limit
         {
+            // Checked as each append becomes durable, so the log may have
+            // passed the limit by a batch (or, at 0, by the first one);
+            // what it knows is the count written, at least the limit.
             eprintln!(
-                "\n--crash-after {limit}: aborting with {} records durable",
+                "\n--crash-after {limit}: aborting once the log holds at least {limit} records \
+                 ({} written)",
                 self.inner.stats().records
             );
             std::process::abort();
@@ -427,31 +493,125 @@ fn same_run(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Opens the saga log of `config`, which takes its lock (see
+/// [`SqliteStore`]) for as long as the run lasts: a second run on the same
+/// directory is refused here, before it touches anything.
+fn open_log(config: &Config) -> Result<SqliteStore, String> {
+    let path = log_path(&config.data_dir);
+    SqliteStore::open(&path).map_err(|e| match e {
+        StoreError::InUse { holder, .. } => {
+            let who = match holder {
+                Some(pid) if pid == std::process::id() => "this process".to_string(),
+                Some(pid) => format!("another run of it (pid {pid})"),
+                None => "another process".to_string(),
+            };
+            format!(
+                "{} is in use by {who}: wait for it to end, or give another --data-dir; \
+                 nothing was changed",
+                config.data_dir.display()
+            )
+        }
+        e if config.recover => e.to_string(),
+        // Not deleted: what cannot be read may still be wanted.
+        e => format!(
+            "{e}: not deleted; delete the data dir {} to start over",
+            config.data_dir.display()
+        ),
+    })
+}
+
+/// For a fresh run: refuses a log an earlier run left with transfers
+/// unfinished (a crash: `--recover` finishes them) or stuck (they need an
+/// operator), then empties it of the finished ones and deletes the banks.
+/// The log stays open, and locked, throughout, so no other run can start
+/// on the directory between the check and the cleaning.
+async fn start_afresh(config: &Config, store: &SqliteStore) -> Result<(), String> {
+    let count = |state| async move {
+        store
+            .list(ListFilter::in_state(state))
+            .await
+            .map(|sagas| sagas.len())
+            .map_err(|e| e.to_string())
+    };
+    let dir = config.data_dir.display();
+    let unfinished = count(SagaState::Running).await?;
+    if unfinished > 0 {
+        return Err(format!(
+            "{dir} has {unfinished} unfinished transfers from an earlier run: finish them with \
+             --recover, or delete the data dir to start over"
+        ));
+    }
+    let stuck = count(SagaState::Stuck).await?;
+    if stuck > 0 {
+        return Err(format!(
+            "{dir} has {stuck} stuck transfers from an earlier run, which need an operator: \
+             fix what made them stuck and finish them with --recover --resume-stuck, or delete \
+             the data dir to start over"
+        ));
+    }
+    // Every saga left is finished: the log is emptied in place, not
+    // deleted, as this store holds it (and its lock).
+    store
+        .prune(i64::MAX as u64)
+        .await
+        .map_err(|e| e.to_string())?;
+    for file in ["bank-a.db", "bank-b.db"] {
+        for suffix in ["", "-wal", "-shm"] {
+            let path = config.data_dir.join(format!("{file}{suffix}"));
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `config`: opens (or, with `recover`, reopens) the banks and the
-/// log, resumes what an earlier run left unfinished, starts every transfer
-/// not yet started, and checks the invariant. `progress` is told of each
-/// saga that ends.
+/// log, resumes what an earlier run left unfinished (and, with
+/// `resume_stuck`, what it left stuck), starts every transfer not yet
+/// started, and checks the invariant. `progress` is told of each saga that
+/// ends.
+///
+/// A fresh run refuses a data directory another run is using, or whose log
+/// has unfinished or stuck transfers, and then changes nothing.
+#[allow(dead_code)] // the tests' entry point; `main` announces its run
 pub async fn run(
     config: &Config,
     progress: impl Fn(&Summary) + Send + Sync + 'static,
 ) -> Result<Summary, String> {
-    if !config.recover && config.data_dir.exists() {
-        for file in ["sagas.db", "bank-a.db", "bank-b.db"] {
-            for suffix in ["", "-wal", "-shm"] {
-                let path = config.data_dir.join(format!("{file}{suffix}"));
-                if path.exists() {
-                    std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                }
-            }
+    run_announced(config, || Ok(()), progress).await
+}
+
+/// [`run`], calling `announce` once the run is sure to go ahead: after the
+/// checks that refuse it, before the first transfer.
+pub async fn run_announced(
+    config: &Config,
+    announce: impl FnOnce() -> Result<(), String>,
+    progress: impl Fn(&Summary) + Send + Sync + 'static,
+) -> Result<Summary, String> {
+    config.check()?;
+    if config.recover {
+        // Checked before the log is opened, which would make one.
+        let dir = &config.data_dir;
+        if !dir.join("run.json").is_file() && !log_path(dir).is_file() {
+            return Err(format!(
+                "nothing to recover in {}: no earlier run there (run without --recover first)",
+                dir.display()
+            ));
         }
+    } else {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let store = open_log(config)?;
+    if !config.recover {
+        start_afresh(config, &store).await?;
+    }
     same_run(config)?;
+    announce()?;
     let transfer = Arc::new(open_banks(config)?);
     let money_before = i64::from(config.accounts) * OPENING_BALANCE * 2;
 
-    let store = SqliteStore::open(log_path(&config.data_dir)).map_err(|e| e.to_string())?;
     let retries = Arc::new(AtomicU64::new(0));
     let runtime = Runtime::builder()
         .store(CrashAfter {
@@ -478,11 +638,37 @@ pub async fn run(
         }
         summary.recovered = report.resumed() as u64;
     }
+    if config.resume_stuck {
+        // Every stuck transfer, tried once more: the call that went
+        // unanswered is made again under the same key, so a bank that acted
+        // answers as it did, and one that did not acts now.
+        let stuck = store
+            .list(ListFilter::in_state(SagaState::Stuck))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut resumes = tokio::task::JoinSet::new();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
+        for s in stuck {
+            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                break;
+            };
+            let runtime = runtime.clone();
+            resumes.spawn(async move {
+                let ended = runtime.resume(s.id).await;
+                drop(permit);
+                ended.map_err(|e| format!("resuming stuck transfer {}: {e}", s.id))
+            });
+        }
+        while let Some(done) = resumes.join_next().await {
+            done.map_err(|e| e.to_string())??;
+            summary.resumed_stuck += 1;
+        }
+    }
 
     let progress = Arc::new(progress);
     let ran = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..config.transfers {
         let request = request(config, n);
@@ -506,8 +692,12 @@ pub async fn run(
                 .await
             {
                 Ok(handle) => handle.outcome().await.map(drop),
-                // Started by an earlier run; recovery has finished it.
-                Err(saga::Error::Store(StoreError::Conflict { .. })) => Ok(()),
+                // Started by an earlier run; recovery (or --resume-stuck)
+                // has taken it to an end, or left it stuck.
+                Err(
+                    saga::Error::AlreadyStarted { .. }
+                    | saga::Error::Store(StoreError::Conflict { .. }),
+                ) => Ok(()),
                 Err(e) => Err(e),
             };
             drop(permit);
@@ -541,7 +731,10 @@ pub async fn run(
         match s.state {
             SagaState::Completed => summary.completed += 1,
             SagaState::Compensated => summary.compensated += 1,
-            SagaState::Stuck => summary.stuck += 1,
+            SagaState::Stuck => {
+                summary.stuck += 1;
+                summary.stuck_example.get_or_insert(s.id);
+            }
             SagaState::Running => summary.unfinished += 1,
         }
     }

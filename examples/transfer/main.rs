@@ -16,6 +16,22 @@
 //!
 //! At the end it checks the invariant (no money created or lost, no hold
 //! left open, every saga finished) and exits non-zero if it fails.
+//!
+//! A fresh run (no `--recover`) starts over: it deletes the banks and
+//! empties the log. It refuses, and changes nothing, if another run is
+//! using the data dir (the log is locked while a run has it open), or if the
+//! log holds transfers an earlier run left unfinished (finish them with
+//! `--recover`) or stuck (see below), or if it is not a readable log.
+//!
+//! A transfer is stuck when a bank call never answered within its attempts
+//! (every reply was lost, `--timeout-rate`): the saga cannot know whether
+//! the bank acted, so it neither goes on nor rolls back by itself. Once the
+//! cause is fixed, `--recover --resume-stuck` tries each stuck transfer once
+//! more (the call is made again under the same idempotency key):
+//!
+//! ```text
+//! cargo run --release --example transfer -- --recover --resume-stuck --timeout-rate 0
+//! ```
 
 mod app;
 mod bank;
@@ -36,32 +52,42 @@ use app::{Config, Summary};
 #[derive(Parser, Debug)]
 #[command(long_about = None)]
 struct Cli {
-    /// Accounts per bank.
+    /// Accounts per bank (2 to 1000000).
     #[arg(long, default_value_t = 300)]
     accounts: u32,
     /// Transfers to make.
     #[arg(long, default_value_t = 5_000)]
     transfers: u64,
-    /// Transfers in flight at once.
+    /// Transfers in flight at once (1 to 100000).
     #[arg(long, default_value_t = 128)]
     concurrency: usize,
-    /// Chance that a bank call fails (retried).
-    #[arg(long, default_value_t = 0.02, value_parser = rate)]
+    /// Chance that a bank call fails (retried; the last step is retried
+    /// until it succeeds, so below 1).
+    #[arg(long, default_value_t = 0.02, value_parser = step_error_rate)]
     step_error_rate: f64,
     /// Chance that a bank call takes effect but its reply is lost, so the
-    /// step times out and is retried under the same key.
-    #[arg(long, default_value_t = 0.005, value_parser = rate)]
+    /// step times out and is retried under the same key (below 1; a call
+    /// left unanswered by all its attempts leaves its transfer stuck).
+    #[arg(long, default_value_t = 0.005, value_parser = timeout_rate)]
     timeout_rate: f64,
     /// Chance that a compensating call fails (retried until it succeeds, so
     /// below 1).
-    #[arg(long, default_value_t = 0.05, value_parser = rate_below_one)]
+    #[arg(long, default_value_t = 0.05, value_parser = compensation_error_rate)]
     compensation_error_rate: f64,
-    /// Abort the process after this many durable saga-log records.
+    /// Abort the process once the saga log holds at least this many records
+    /// (checked as appends become durable, so a batch may go past it).
     #[arg(long)]
     crash_after: Option<u64>,
     /// Finish an earlier run (after a crash) instead of starting afresh.
+    /// A fresh run refuses a data dir whose log has unfinished or stuck
+    /// transfers, or that another run is using.
     #[arg(long)]
     recover: bool,
+    /// With --recover: after recovery, resume every stuck transfer once (a
+    /// bank call that never answered is made again under the same key), for
+    /// when the cause is fixed (say, with --timeout-rate 0).
+    #[arg(long, requires = "recover")]
+    resume_stuck: bool,
     /// Where the banks and the saga log live.
     #[arg(long, default_value = "transfer-data")]
     data_dir: PathBuf,
@@ -80,15 +106,34 @@ fn rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A rate below 1: compensations are retried until they succeed, so one
-/// that always fails would never let the run end.
-fn rate_below_one(text: &str) -> Result<f64, String> {
+/// A rate below 1, or `why` a rate of 1 would never let the run end.
+fn below_one(text: &str, why: &str) -> Result<f64, String> {
     match rate(text)? {
         r if r < 1.0 => Ok(r),
-        _ => Err(format!(
-            "`{text}`: a compensation that always fails is retried forever; give a rate below 1"
-        )),
+        _ => Err(format!("`{text}`: {why}; give a rate below 1")),
     }
+}
+
+/// `--step-error-rate`: `notify` is retried until it succeeds.
+fn step_error_rate(text: &str) -> Result<f64, String> {
+    below_one(
+        text,
+        "every bank call would fail, and a transfer past its pivot retries its last step forever",
+    )
+}
+
+/// `--timeout-rate`: a call never answered leaves its transfer stuck.
+fn timeout_rate(text: &str) -> Result<f64, String> {
+    below_one(
+        text,
+        "no bank call would ever be answered, so every transfer would end stuck",
+    )
+}
+
+/// `--compensation-error-rate`: compensations are retried until they
+/// succeed, so one that always fails would never let the run end.
+fn compensation_error_rate(text: &str) -> Result<f64, String> {
+    below_one(text, "a compensation that always fails is retried forever")
 }
 
 /// `println!` that does not panic when stdout is gone: a reader that went
@@ -158,35 +203,27 @@ async fn transfer(cli: Cli) -> Result<ExitCode, String> {
         compensation_error_rate: cli.compensation_error_rate,
         crash_after: cli.crash_after,
         recover: cli.recover,
+        resume_stuck: cli.resume_stuck,
         data_dir: cli.data_dir.clone(),
         seed: cli.seed,
     };
-    if config.accounts < 2 {
-        return Err("--accounts must be at least 2".into());
-    }
-    if config.concurrency == 0 {
-        return Err("--concurrency must be at least 1".into());
-    }
-    say!(
-        "{} {} transfers between {} accounts at two banks in {} ({} in flight)",
-        if config.recover {
-            "recovering, then finishing"
-        } else {
-            "running"
-        },
-        config.transfers,
-        config.accounts * 2,
-        config.data_dir.display(),
-        config.concurrency
-    );
+    // Refused before the first line is printed, and before anything in
+    // the data dir is made or deleted.
+    config.check()?;
     let bar = ProgressBar::new(config.transfers);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} transfers  {per_sec}  {msg}")
             .map_err(|e| e.to_string())?,
     );
-    bar.enable_steady_tick(Duration::from_millis(100));
     let shown = bar.clone();
-    let summary = app::run(&config, move |s: &Summary| {
+    // Printed once the run is sure to go ahead: a refusal (another run on
+    // the data dir, transfers left unfinished) prints only its reason.
+    let announce = || {
+        header(&config)?;
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Ok(())
+    };
+    let summary = app::run_announced(&config, announce, move |s: &Summary| {
         shown.set_position(s.ran);
         shown.set_message(format!("{} retries", s.retries));
     })
@@ -200,6 +237,22 @@ async fn transfer(cli: Cli) -> Result<ExitCode, String> {
     })
 }
 
+fn header(config: &Config) -> Result<(), String> {
+    say!(
+        "{} {} transfers between {} accounts at two banks in {} ({} in flight)",
+        if config.recover {
+            "recovering, then finishing"
+        } else {
+            "running"
+        },
+        config.transfers,
+        u64::from(config.accounts) * 2,
+        config.data_dir.display(),
+        config.concurrency
+    );
+    Ok(())
+}
+
 fn print_summary(s: &Summary, config: &Config) -> Result<(), String> {
     let secs = s.elapsed.as_secs_f64().max(1e-9);
     let rows: Vec<(&str, String)> = vec![
@@ -210,6 +263,7 @@ fn print_summary(s: &Summary, config: &Config) -> Result<(), String> {
         ("stuck", s.stuck.to_string()),
         ("unfinished", s.unfinished.to_string()),
         ("recovered from a crash", s.recovered.to_string()),
+        ("resumed from stuck", s.resumed_stuck.to_string()),
         ("retries", s.retries.to_string()),
         (
             "throughput",
@@ -229,6 +283,28 @@ fn print_summary(s: &Summary, config: &Config) -> Result<(), String> {
     ];
     for (name, value) in rows {
         say!("{name:<24}{value:>20}");
+    }
+    if s.stuck > 0 {
+        say!(
+            "\nstuck: {} transfers had a bank call that never answered within its attempts \
+             (every reply was lost), so the saga cannot know whether the bank acted, and \
+             neither goes on nor rolls back by itself; their money stays held. Fix the cause \
+             (here, the lost replies of --timeout-rate), then resume each once:\n  \
+             cargo run --release --example transfer -- --data-dir {} --accounts {} \
+             --transfers {} --seed {} --recover --resume-stuck --timeout-rate 0",
+            s.stuck,
+            config.data_dir.display(),
+            config.accounts,
+            config.transfers,
+            config.seed
+        );
+        if let Some(id) = s.stuck_example {
+            say!(
+                "inspect a stuck one: cargo run --release --example transfer -- --data-dir {} \
+                 --inspect {id}",
+                config.data_dir.display()
+            );
+        }
     }
     if let Some(id) = s.example {
         say!(
