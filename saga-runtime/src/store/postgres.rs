@@ -92,61 +92,22 @@ const MAX_BATCH: usize = 1024;
 
 const SUMMARY_COLUMNS: &str = "id, name, fingerprint, state, created_ms, updated_ms";
 
-/// Writes a new saga, owned by this worker, and its first records.
-const CREATE: &str = "
-    WITH saga AS (
-        INSERT INTO sagas (id, name, fingerprint, state, created_ms, updated_ms,
-                           owner, token, lease_until)
-        VALUES ($1, $2, $3, $4, $5, $5,
-                CASE WHEN $4 = 'running' THEN $6 END, 1,
-                now() + interval '1 millisecond' * $7::bigint)
-        RETURNING token, owner
-    ), written AS (
-        INSERT INTO records (saga_id, seq, at_ms, body)
-        SELECT $1, r.seq, r.at_ms, r.body
-        FROM unnest($8::bigint[], $9::bigint[], $10::text[]) AS r (seq, at_ms, body)
-    )
-    SELECT token, owner FROM saga";
-
-/// Writes records of a saga this worker holds (token `$3`), or takes it
-/// over first if it holds none (`$3` = 0) and the saga is unfinished and
-/// free (stuck, say), its own, or its lease expired. Returns the token and
-/// the owner after the write (none, once the saga is stuck or finished), or
-/// no row if refused (then nothing is written). A finished saga takes no
-/// more records; a worker that was refused (`$3` = -1) writes nothing more
-/// until recovery gives it the saga again.
-const APPEND: &str = "
-    WITH saga AS (
-        UPDATE sagas SET
-            token = CASE WHEN owner IS DISTINCT FROM $2 THEN token + 1 ELSE token END,
-            owner = CASE WHEN coalesce($5, state) = 'running' THEN $2 END,
-            lease_until = now() + interval '1 millisecond' * $4::bigint,
-            state = coalesce($5, state),
-            updated_ms = CASE WHEN $5 IS NULL THEN updated_ms ELSE $6 END
-        WHERE id = $1
-          AND ((owner = $2 AND token = $3)
-               OR ($3 = 0 AND state NOT IN ('completed', 'compensated')
-                   AND (owner IS NULL OR owner = $2 OR lease_until < now())))
-        RETURNING token, owner
-    ), written AS (
-        INSERT INTO records (saga_id, seq, at_ms, body)
-        SELECT $1, r.seq, r.at_ms, r.body
-        FROM unnest($7::bigint[], $8::bigint[], $9::text[]) AS r (seq, at_ms, body)
-        WHERE EXISTS (SELECT 1 FROM saga)
-    )
-    SELECT token, owner FROM saga";
-
 /// Writes a round of appends (at most one per saga) in one statement, for
-/// worker `$1` under a lease of `$2` ms: creates the sagas `$7`..`$11`
-/// (id, name, fingerprint, state, first record's time) as [`CREATE`] does,
-/// and updates the sagas `$3`..`$6` (id, token, new state or null, when it
-/// changed) as [`APPEND`] does, each under [`APPEND`]'s rule; then writes
-/// those of the records `$12`..`$15` (saga, seq, time, body) whose saga was
-/// written. The sagas updated are locked first, in id order, as every
-/// statement that locks several does (only those that qualify, as
-/// [`APPEND`] locks only a row it writes). Returns the id, the token and the
-/// owner of each saga written; a saga updated that is not returned was
-/// refused, and none of its records is written.
+/// worker `$1` under a lease of `$2` ms. Creates the sagas `$7`..`$11`
+/// (id, name, fingerprint, state, first record's time), owned by this
+/// worker. Updates the sagas `$3`..`$6` (id, token, new state or null, when
+/// it changed): each one this worker holds (its token), or takes over first
+/// if it holds none (token 0) and the saga is unfinished and free (stuck,
+/// say), its own, or its lease expired; a finished saga takes no more
+/// records, and a worker that was refused (token -1) writes nothing more
+/// until recovery gives it the saga again. Then writes those of the records
+/// `$12`..`$15` (saga, seq, time, body) whose saga was written. The sagas
+/// updated are locked first, in id order, as every statement that locks
+/// several does (only those that qualify, so that a refused saga's row is
+/// not locked). Returns the id, the token and the owner after the write
+/// (none, once the saga is stuck or finished) of each saga written; a saga
+/// updated that is not returned was refused, and none of its records is
+/// written.
 const WRITE_ROUND: &str = "
     WITH locked AS (
         SELECT a.id, a.token, a.state, a.at
@@ -827,14 +788,10 @@ async fn renew(mut client: Client, connector: Arc<Connector>, owner: Arc<Ownersh
     }
 }
 
-/// The writer: takes every append waiting, writes them in one transaction,
-/// then answers each.
 /// The writer's connection, and its statements, prepared once per
 /// connection.
 struct Writer {
     client: Client,
-    create: tokio_postgres::Statement,
-    append: tokio_postgres::Statement,
     round: tokio_postgres::Statement,
     connector: Arc<Connector>,
 }
@@ -842,8 +799,6 @@ struct Writer {
 impl Writer {
     async fn prepare(client: Client, connector: Arc<Connector>) -> Result<Writer, StoreError> {
         Ok(Writer {
-            create: client.prepare(CREATE).await.map_err(backend)?,
-            append: client.prepare(APPEND).await.map_err(backend)?,
             round: client.prepare(WRITE_ROUND).await.map_err(backend)?,
             client,
             connector,
@@ -859,6 +814,8 @@ impl Writer {
     }
 }
 
+/// The writer: takes every append waiting, writes them in one transaction,
+/// then answers each.
 async fn writer(
     mut client: Writer,
     mut rx: mpsc::UnboundedReceiver<Append>,
@@ -934,14 +891,10 @@ async fn write_appends(
     let mut by_round = true;
     let mut retries = 0;
     let outcome = loop {
-        let attempt = if by_round {
-            write_rounds(client, &appends, owner).await
-        } else {
-            write_batch(client, &appends, &failed, owner).await
-        };
-        match attempt {
+        let rounds = Round::split(&appends, &failed, owner, by_round);
+        match write_rounds(client, &appends, &rounds, owner).await {
             Ok(done) => break Ok(done),
-            Err(BatchError::Append(_, e) | BatchError::Round(e) | BatchError::Transaction(e))
+            Err(BatchError::Statement(_, e) | BatchError::Transaction(e))
                 if transient(&e) && retries < 5 =>
             {
                 retries += 1;
@@ -950,7 +903,7 @@ async fn write_appends(
             // batch is written again on a new one. If its commit had
             // reached the server, its records are there, and the second
             // try fails as a conflict: nothing is lost or written twice.
-            Err(BatchError::Append(_, e) | BatchError::Round(e) | BatchError::Transaction(e))
+            Err(BatchError::Statement(_, e) | BatchError::Transaction(e))
                 if connection_lost(&e) && retries < 5 =>
             {
                 retries += 1;
@@ -958,11 +911,13 @@ async fn write_appends(
                     break Err(e);
                 }
             }
-            Err(BatchError::Append(i, e)) => failed[i] = Some(conflict_or_backend(&appends[i], e)),
             // Some append is wrong; which one, the per-append path finds.
-            Err(BatchError::Round(e)) => {
+            Err(BatchError::Statement(_, e)) if by_round => {
                 tracing::debug!(error = %describe(&e), "saga store: batch written again per append");
                 by_round = false;
+            }
+            Err(BatchError::Statement(i, e)) => {
+                failed[i] = Some(conflict_or_backend(&appends[i], e));
             }
             Err(BatchError::Transaction(e)) => break Err(backend(e)),
         }
@@ -1003,10 +958,6 @@ async fn write_appends(
     }
 }
 
-/// One append's statement: its index in the batch, and the row it returned.
-type Statement<'a> =
-    Pin<Box<dyn Future<Output = (usize, Result<Option<Row>, tokio_postgres::Error>)> + Send + 'a>>;
-
 /// Awaits every future at once, returning their outputs in order.
 async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
     let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
@@ -1031,11 +982,10 @@ async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_
 }
 
 enum BatchError {
-    /// Append `i` failed; the transaction was rolled back.
-    Append(usize, tokio_postgres::Error),
-    /// A round's statement failed (for one of its appends, or all); the
-    /// transaction was rolled back.
-    Round(tokio_postgres::Error),
+    /// The statement of the round whose first append is `i` failed (for
+    /// one of its appends, or all; for append `i` if it is the round's
+    /// only one); the transaction was rolled back.
+    Statement(usize, tokio_postgres::Error),
     /// The transaction itself failed.
     Transaction(tokio_postgres::Error),
 }
@@ -1048,10 +998,10 @@ type Written = Vec<Option<(i64, Option<String>)>>;
 type RoundStatement<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
 
-/// One statement of [`write_rounds`]: its appends, and its parameters.
+/// One [`WRITE_ROUND`] statement: its appends, and its parameters.
 #[derive(Default)]
 struct Round<'a> {
-    /// The indexes of its appends in the batch.
+    /// The indexes of its appends in the batch, in saga order.
     appends: Vec<usize>,
     /// The sagas appended to: id, token, new state, when it changed.
     ids: Vec<uuid::Uuid>,
@@ -1071,60 +1021,86 @@ struct Round<'a> {
     bodies: Vec<&'a str>,
 }
 
-/// Writes every append in one transaction, one statement per round: round
-/// `k` holds the `k`-th append of each saga in the batch. A round writes
-/// each of its sagas once, and the rounds run in order, so every append is
-/// checked and written as its own statement would have done it, under the
-/// token this worker held when the batch started. Returns what
-/// [`write_batch`] returns; a round that fails (a conflicting record, say)
-/// fails the whole batch, which is then written one append at a time.
+impl<'a> Round<'a> {
+    /// Splits a batch (in saga order) into statements, leaving out the
+    /// appends marked failed: by round, round `k` holding the `k`-th append
+    /// of each saga, or one append per statement. Every append is written
+    /// under the token this worker held when the batch started.
+    fn split(
+        appends: &'a [Append],
+        failed: &[Option<StoreError>],
+        owner: &Ownership,
+        by_round: bool,
+    ) -> Vec<Round<'a>> {
+        let mut rounds: Vec<Round<'a>> = Vec::new();
+        let mut previous: Option<SagaId> = None;
+        let mut k = 0;
+        for (i, a) in appends.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            k = if !by_round {
+                rounds.len()
+            } else if previous == Some(a.id) {
+                k + 1
+            } else {
+                0
+            };
+            previous = Some(a.id);
+            if rounds.len() == k {
+                rounds.push(Round::default());
+            }
+            rounds[k].push(i, a, owner.token(a.id));
+        }
+        rounds
+    }
+
+    fn push(&mut self, i: usize, a: &'a Append, token: i64) {
+        let id = a.id.as_uuid();
+        self.appends.push(i);
+        match &a.created {
+            Some((name, fingerprint)) => {
+                self.created.push(id);
+                self.names.push(name);
+                self.fingerprints.push(*fingerprint);
+                self.created_states
+                    .push(a.state.map_or("running", |(s, _)| s.as_str()));
+                self.created_at.push(a.at_ms.first().copied().unwrap_or(0));
+            }
+            None => {
+                self.ids.push(id);
+                self.tokens.push(token);
+                self.states.push(a.state.map(|(s, _)| s.as_str()));
+                self.changed_at.push(a.state.map_or(0, |(_, at)| at));
+            }
+        }
+        self.record_sagas
+            .extend(std::iter::repeat_n(id, a.seqs.len()));
+        self.seqs.extend_from_slice(&a.seqs);
+        self.at_ms.extend_from_slice(&a.at_ms);
+        self.bodies.extend(a.bodies.iter().map(String::as_str));
+    }
+}
+
+/// Writes `rounds` in one transaction, in order, so that every append is
+/// checked and written as its own statement would have done it. Returns,
+/// per append, the token it was written under and the saga's owner after
+/// it (`None` if refused or left out); a statement that fails (a
+/// conflicting record, say) fails the whole batch.
 async fn write_rounds(
     writer: &mut Writer,
     appends: &[Append],
+    rounds: &[Round<'_>],
     owner: &Ownership,
 ) -> Result<Written, BatchError> {
-    let mut rounds: Vec<Round<'_>> = Vec::new();
-    let mut seen: HashMap<SagaId, usize> = HashMap::with_capacity(appends.len());
-    for (i, a) in appends.iter().enumerate() {
-        let k = seen.entry(a.id).or_insert(0);
-        if rounds.len() == *k {
-            rounds.push(Round::default());
-        }
-        let round = &mut rounds[*k];
-        *k += 1;
-        let id = a.id.as_uuid();
-        round.appends.push(i);
-        match &a.created {
-            Some((name, fingerprint)) => {
-                round.created.push(id);
-                round.names.push(name);
-                round.fingerprints.push(*fingerprint);
-                round
-                    .created_states
-                    .push(a.state.map_or("running", |(s, _)| s.as_str()));
-                round.created_at.push(a.at_ms.first().copied().unwrap_or(0));
-            }
-            None => {
-                round.ids.push(id);
-                round.tokens.push(owner.token(a.id));
-                round.states.push(a.state.map(|(s, _)| s.as_str()));
-                round.changed_at.push(a.state.map_or(0, |(_, at)| at));
-            }
-        }
-        round
-            .record_sagas
-            .extend(std::iter::repeat_n(id, a.seqs.len()));
-        round.seqs.extend_from_slice(&a.seqs);
-        round.at_ms.extend_from_slice(&a.at_ms);
-        round.bodies.extend(a.bodies.iter().map(String::as_str));
-    }
     let tx = writer
         .client
         .transaction()
         .await
         .map_err(BatchError::Transaction)?;
     let (shared_tx, statement) = (&tx, &writer.round);
-    // Every round is sent before the first answer is awaited (pipelined).
+    // Every statement is sent before the first answer is awaited: they go
+    // out pipelined on the one connection, one round trip for the batch.
     let statements: Vec<RoundStatement<'_>> = rounds
         .iter()
         .map(|r| -> RoundStatement<'_> {
@@ -1155,114 +1131,24 @@ async fn write_rounds(
         })
         .collect();
     let mut written = vec![None; appends.len()];
-    // After a failed statement the transaction refuses the rest: the first
-    // failure is the cause.
+    // After a failed statement the transaction refuses the rest ("in
+    // failed SQL transaction"): the first failure is the cause.
     for (round, rows) in rounds.iter().zip(join_all(statements).await) {
         // Dropping the transaction rolls it back.
-        let rows = rows.map_err(BatchError::Round)?;
-        let mut by_saga: HashMap<uuid::Uuid, (i64, Option<String>)> = rows
-            .iter()
-            .map(|row| (row.get(0), (row.get(1), row.get(2))))
-            .collect();
-        for &i in &round.appends {
-            written[i] = by_saga.remove(&appends[i].id.as_uuid());
+        let rows = rows.map_err(|e| BatchError::Statement(round.appends[0], e))?;
+        for row in rows {
+            let id: uuid::Uuid = row.get(0);
+            // A round's sagas are distinct and in order.
+            if let Ok(at) = round
+                .appends
+                .binary_search_by_key(&id, |&i| appends[i].id.as_uuid())
+            {
+                written[round.appends[at]] = Some((row.get(1), row.get(2)));
+            }
         }
     }
     tx.commit().await.map_err(BatchError::Transaction)?;
     Ok(written)
-}
-
-/// Writes every append not marked failed in one transaction; returns, per
-/// append, the token it was written under and the saga's owner after it
-/// (`None` if refused or skipped).
-async fn write_batch(
-    writer: &mut Writer,
-    appends: &[Append],
-    failed: &[Option<StoreError>],
-    owner: &Ownership,
-) -> Result<Written, BatchError> {
-    let tx = writer
-        .client
-        .transaction()
-        .await
-        .map_err(BatchError::Transaction)?;
-    let (shared_tx, create, append) = (&tx, &writer.create, &writer.append);
-    // Every statement is sent before the first answer is awaited: they go
-    // out pipelined on the one connection, one round trip for the batch.
-    let statements: Vec<Statement<'_>> = appends
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| failed[*i].is_none())
-        .map(|(i, a)| -> Statement<'_> {
-            let token = owner.token(a.id);
-            Box::pin(async move {
-                let id = a.id.as_uuid();
-                let state = a.state.map(|(s, _)| s.as_str());
-                let at = a.state.map_or(0, |(_, at)| at);
-                let row = match &a.created {
-                    Some((name, fingerprint)) => {
-                        let first_at = a.at_ms.first().copied().unwrap_or(0);
-                        shared_tx
-                            .query_opt(
-                                create,
-                                &[
-                                    &id,
-                                    name,
-                                    fingerprint,
-                                    &state.unwrap_or("running"),
-                                    &first_at,
-                                    &owner.worker,
-                                    &owner.lease_ms,
-                                    &a.seqs,
-                                    &a.at_ms,
-                                    &a.bodies,
-                                ],
-                            )
-                            .await
-                    }
-                    None => {
-                        shared_tx
-                            .query_opt(
-                                append,
-                                &[
-                                    &id,
-                                    &owner.worker,
-                                    &token,
-                                    &owner.lease_ms,
-                                    &state,
-                                    &at,
-                                    &a.seqs,
-                                    &a.at_ms,
-                                    &a.bodies,
-                                ],
-                            )
-                            .await
-                    }
-                };
-                (i, row)
-            })
-        })
-        .collect();
-    let mut tokens = vec![None; appends.len()];
-    let mut first_error: Option<(usize, tokio_postgres::Error)> = None;
-    for (i, row) in join_all(statements).await {
-        match row {
-            Ok(row) => tokens[i] = row.map(|r| (r.get::<_, i64>(0), r.get(1))),
-            // After a failed statement the transaction refuses the rest
-            // ("in failed SQL transaction"): the first failure is the cause.
-            Err(e) => {
-                if first_error.is_none() {
-                    first_error = Some((i, e));
-                }
-            }
-        }
-    }
-    if let Some((i, e)) = first_error {
-        // Dropping the transaction rolls it back.
-        return Err(BatchError::Append(i, e));
-    }
-    tx.commit().await.map_err(BatchError::Transaction)?;
-    Ok(tokens)
 }
 
 /// Whether `e` says "try again" rather than "this append is wrong":
