@@ -6,7 +6,7 @@
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::{
-    FnArg, GenericArgument, GenericParam, Ident, ImplItem, ImplItemFn, ItemImpl, Pat,
+    FnArg, GenericArgument, GenericParam, Generics, Ident, ImplItem, ImplItemFn, ItemImpl, Pat,
     PathArguments, ReceiverKind, ReturnType, Safety, Type, TypeParamBound,
 };
 
@@ -50,24 +50,16 @@ impl<'a> Signature<'a> {
     /// `T` in `Result<T, E>` (or in an alias such as `io::Result<T>`), when it
     /// can be read from the tokens.
     pub fn output_type(&self) -> Option<&'a Type> {
-        let Type::Path(path) = self.ret? else {
-            return None;
-        };
-        let last = path.path.segments.last()?;
-        if last.ident != "Result" {
-            return None;
-        }
-        let PathArguments::AngleBracketed(args) = &last.arguments else {
-            return None;
-        };
-        match args.args.first()? {
-            GenericArgument::Type(ty) => Some(ty),
-            _ => None,
-        }
+        self.result_arg(0)
     }
 
     /// `E` in `Result<T, E>`, when written.
     pub fn error_type(&self) -> Option<&'a Type> {
+        self.result_arg(1)
+    }
+
+    /// The `n`th type argument of the `Result` returned, when written.
+    fn result_arg(&self, n: usize) -> Option<&'a Type> {
         let Type::Path(path) = self.ret? else {
             return None;
         };
@@ -78,7 +70,7 @@ impl<'a> Signature<'a> {
         let PathArguments::AngleBracketed(args) = &last.arguments else {
             return None;
         };
-        match args.args.iter().nth(1)? {
+        match args.args.iter().nth(n)? {
             GenericArgument::Type(ty) => Some(ty),
             _ => None,
         }
@@ -102,12 +94,9 @@ impl<'a> Saga<'a> {
             );
             return None;
         }
-        let lifetimes_only = item
-            .generics
-            .params
-            .iter()
-            .all(|p| matches!(p, GenericParam::Lifetime(_)));
-        if let Some(borrowed) = borrowed_part(&item.self_ty).filter(|_| lifetimes_only) {
+        if let Some(borrowed) =
+            borrowed_part(&item.self_ty).filter(|_| lifetimes_only(&item.generics))
+        {
             // `impl Ledger<'_>` or `impl<'a> Ledger<'a>`: one error at the
             // lifetime, rather than rustc's about the `Saga` impl's bounds.
             cx.error_spanned_by(
@@ -388,12 +377,7 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signatu
             ),
         );
     }
-    let lifetimes_only = sig
-        .generics
-        .params
-        .iter()
-        .all(|p| matches!(p, GenericParam::Lifetime(_)));
-    if !sig.generics.params.is_empty() && lifetimes_only {
+    if !sig.generics.params.is_empty() && lifetimes_only(&sig.generics) {
         let declared: Vec<String> = sig
             .generics
             .lifetimes()
@@ -512,6 +496,14 @@ pub fn signature<'a>(func: &'a ImplItemFn, what: &str, cx: &mut Ctxt) -> Signatu
     Signature { func, params, ret }
 }
 
+/// Whether every generic parameter (if any) is a lifetime.
+fn lifetimes_only(generics: &Generics) -> bool {
+    generics
+        .params
+        .iter()
+        .all(|p| matches!(p, GenericParam::Lifetime(_)))
+}
+
 /// Whether `ty` is a future, and if so its `Output` when written:
 /// `impl Future<Output = T>`, `Pin<Box<dyn Future<Output = T>>>` or
 /// `BoxFuture<'_, T>`.
@@ -581,19 +573,24 @@ fn elided_references(sig: &syn::Signature) -> Vec<String> {
         .collect()
 }
 
+/// The primitive types, by name.
+pub const PRIMITIVES: [&str; 17] = [
+    "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
+    "i128", "isize", "f32", "f64",
+];
+
 /// What `ty` is, when it is certainly not a `Result`: not a path, or a path
 /// naming a well-known type. Any other path may be an alias of `Result`
 /// (`io::Result<T>`, `Fallible<T>`), which only rustc can tell.
 fn not_a_result(ty: &Type) -> Option<String> {
     const KNOWN: &[&str] = &[
-        "Option", "bool", "char", "str", "String", "u8", "u16", "u32", "u64", "u128", "usize",
-        "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64", "Vec", "VecDeque", "Box", "Arc",
-        "Rc", "HashMap", "BTreeMap", "HashSet", "BTreeSet",
+        "Option", "String", "Vec", "VecDeque", "Box", "Arc", "Rc", "HashMap", "BTreeMap",
+        "HashSet", "BTreeSet",
     ];
     let kind = match ty {
         Type::Path(path) if path.qself.is_none() => {
             let last = path.path.segments.last()?;
-            if !KNOWN.iter().any(|k| last.ident == k) {
+            if !KNOWN.iter().chain(&PRIMITIVES).any(|k| last.ident == k) {
                 return None;
             }
             return Some(format!("`{}`", type_string(ty)));

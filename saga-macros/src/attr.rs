@@ -107,12 +107,7 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
         });
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("input") {
-            if let Some(lit) = string_value(&meta) {
-                let fix = match syn::parse_str::<Type>(&lit.value()) {
-                    Ok(ty) => format!("write `input = {}`", ast::type_string(&ty)),
-                    Err(_) => "write `input = MyInput`".to_string(),
-                };
-                cx.error_spanned_by(&lit, format!("`input` takes a type, not a string: {fix}"));
+            if quoted(cx, &meta, "a type", "MyInput", ast::type_string).is_some() {
                 args.input_reported = true;
             } else if let Some(ty) = value(
                 cx,
@@ -137,24 +132,12 @@ pub fn saga_args(tokens: TokenStream, cx: &mut Ctxt) -> SagaArgs {
                 set_once(cx, &meta, &mut args.name, name);
             }
         } else if meta.path.is_ident("outputs") {
-            if let Some(lit) = string_value(&meta) {
-                let fix = match syn::parse_str::<Ident>(&lit.value()) {
-                    Ok(ident) => {
-                        let fix = format!("write `outputs = {ident}`");
-                        // Read as written, so code naming the struct still
-                        // finds it.
-                        let ident = Ident::new(&ident.to_string(), lit.span());
-                        set_once(cx, &meta, &mut args.outputs, ident);
-                        fix
-                    }
-                    Err(_) => "write `outputs = TransferOutputs`".to_string(),
-                };
-                cx.error_spanned_by(
-                    &lit,
-                    format!(
-                        "`outputs` takes the name of the struct to generate, not a string: {fix}"
-                    ),
-                );
+            let what = "the name of the struct to generate";
+            if let Some(ident) = quoted(cx, &meta, what, "TransferOutputs", Ident::to_string) {
+                // Read as written, so code naming the struct still finds it.
+                if let Some(ident) = ident {
+                    set_once(cx, &meta, &mut args.outputs, ident);
+                }
             } else if let Some(ident) = value(
                 cx,
                 &meta,
@@ -279,6 +262,28 @@ fn string_value(meta: &ParseNestedMeta) -> Option<LitStr> {
     Some(lit)
 }
 
+/// `key = "..."` for an option that takes `what` (a type or a name), not a
+/// string: reports the string, suggesting its contents unquoted (or
+/// `example`, if they are not one). `None` for any other value (nothing
+/// consumed); otherwise the contents, if they parse, spanned at the string.
+fn quoted<T: syn::parse::Parse>(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta,
+    what: &str,
+    example: &str,
+    show: impl Fn(&T) -> String,
+) -> Option<Option<T>> {
+    let lit = string_value(meta)?;
+    let name = path_name(meta);
+    let parsed = lit.parse::<T>().ok();
+    let fix = parsed.as_ref().map_or_else(|| example.to_string(), show);
+    cx.error_spanned_by(
+        &lit,
+        format!("`{name}` takes {what}, not a string: write `{name} = {fix}`"),
+    );
+    Some(parsed)
+}
+
 /// A type written alone where an option was expected (`u32`,
 /// `TransferRequest`, `Vec<u8>`), consumed; `None` (nothing consumed) for
 /// what looks like a misspelt option instead.
@@ -308,7 +313,7 @@ fn bare_type(meta: &ParseNestedMeta) -> Option<Type> {
     let looks_like_type = path.segments.len() > 1
         || !last.arguments.is_none()
         || last.ident.to_string().starts_with(char::is_uppercase)
-        || PRIMITIVES.iter().any(|p| last.ident == p);
+        || ast::PRIMITIVES.iter().any(|p| last.ident == p);
     looks_like_type.then(|| {
         Type::Path(syn::TypePath {
             attrs: Vec::new(),
@@ -318,25 +323,10 @@ fn bare_type(meta: &ParseNestedMeta) -> Option<Type> {
     })
 }
 
-const PRIMITIVES: [&str; 17] = [
-    "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64",
-    "i128", "isize", "f32", "f64",
-];
-
 /// `compensate = method`.
 fn compensate_value(cx: &mut Ctxt, meta: &ParseNestedMeta) -> Option<Ident> {
-    if meta.input.peek(Token![=]) && meta.input.peek2(LitStr) {
-        let _ = meta.input.parse::<Token![=]>();
-        let lit: LitStr = meta.input.parse().ok()?;
-        let fix = match syn::parse_str::<Ident>(&lit.value()) {
-            Ok(ident) => format!("write `compensate = {ident}`"),
-            Err(_) => "write `compensate = undo_step`".to_string(),
-        };
-        cx.error_spanned_by(
-            &lit,
-            format!("`compensate` takes the name of a method of this impl, not a string: {fix}"),
-        );
-        skip(meta.input);
+    let what = "the name of a method of this impl";
+    if quoted(cx, meta, what, "undo_step", Ident::to_string).is_some() {
         return None;
     }
     value(

@@ -250,20 +250,11 @@ fn generate(
         .map(|(i, (step, checked))| {
             let method = step.name;
             let args = checked.args.iter().map(|a| arg_expr(a, &arg_cx));
-            let err_span = error_span(&step.sig);
-            let call = quote_spanned!(method.span()=>
-                ::saga::__private::assert_send_future(self.#method(#(#args),*)).await
-            );
-            let ret_span = step.sig.ret.map_or_else(Span::call_site, |r| r.span());
-            let split = quote_spanned!(ret_span=>
+            let call = call(method, args);
+            let split = quote_spanned!(ret_span(&step.sig)=>
                 let __saga_result = ::saga::__private::StepReturn::into_result(__saga_result);
             );
-            let into_result = quote_spanned!(err_span=>
-                ::saga::__private::into_step_result(
-                    (&&::saga::__private::ErrorProbe::of(&__saga_result)).saga_unbox(__saga_result),
-                    |__saga_error| (&&::saga::__private::Classifier(__saga_error)).saga_retryable(),
-                )
-            );
+            let into_result = into_step_result(&step.sig);
             let field = &names[i];
             quote! {
                 #i => {
@@ -275,39 +266,34 @@ fn generate(
             }
         });
 
-    let compensate_arms = compensations.iter().zip(steps).enumerate().filter_map(
-        |(i, (args, checked))| {
-            let args = args.as_ref()?;
-            let sig = &checked.compensation.as_ref()?.sig;
-            let method = &sig.func.sig.ident;
-            let arg_exprs = args.args.iter().map(|a| arg_expr(a, &arg_cx));
-            let ret_span = sig.ret.map_or_else(Span::call_site, |r| r.span());
-            let err_span = error_span(sig);
-            let call = quote_spanned!(method.span()=>
-                ::saga::__private::assert_send_future(self.#method(#(#arg_exprs),*)).await
-            );
-            let split = quote_spanned!(ret_span=>
-                let __saga_result: ::core::result::Result<(), _> =
-                    ::saga::__private::StepReturn::into_result(__saga_result);
-            );
-            let into_result = quote_spanned!(err_span=>
-                ::saga::__private::into_step_result(
-                    (&&::saga::__private::ErrorProbe::of(&__saga_result)).saga_unbox(__saga_result),
-                    |__saga_error| (&&::saga::__private::Classifier(__saga_error)).saga_retryable(),
-                )
-            );
-            let into_result = quote!(#split #into_result);
-            Some(quote! {
-                #i => {
-                    let __saga_result = #call;
-                    #into_result
-                }
-            })
-        },
-    );
+    let compensate_arms =
+        compensations
+            .iter()
+            .zip(steps)
+            .enumerate()
+            .filter_map(|(i, (args, checked))| {
+                let args = args.as_ref()?;
+                let sig = &checked.compensation.as_ref()?.sig;
+                let method = &sig.func.sig.ident;
+                let call = call(method, args.args.iter().map(|a| arg_expr(a, &arg_cx)));
+                let split = quote_spanned!(ret_span(sig)=>
+                    let __saga_result: ::core::result::Result<(), _> =
+                        ::saga::__private::StepReturn::into_result(__saga_result);
+                );
+                let into_result = into_step_result(sig);
+                Some(quote! {
+                    #i => {
+                        let __saga_result = #call;
+                        #split
+                        #into_result
+                    }
+                })
+            });
 
-    let checks = static_checks(saga, &input_alias);
-    let thread_safe = thread_safe_bounds(saga, &ty_aliases, &input_alias);
+    // The input's alias, spanned where the input type is written.
+    let input_here = respan(input_alias.to_token_stream(), input_ty.span());
+    let checks = static_checks(saga, &input_here);
+    let thread_safe = thread_safe_bounds(saga, &ty_aliases, &input_here);
 
     quote! {
         #stripped
@@ -431,8 +417,7 @@ fn generate(
                 ) -> ::core::result::Result<(), ::saga::__private::serde_json::Error> {
                     match step {
                         #( #indices => {
-                            let __saga_output = (&&::saga::__private::Codec::<#tys>(::core::option::Option::None))
-                                .saga_decode(value)?;
+                            let __saga_output = (&&::saga::__private::Codec::<#tys>::NEW).saga_decode(value)?;
                             state.#names = ::core::option::Option::Some(__saga_output);
                             ::core::result::Result::Ok(())
                         } )*
@@ -601,17 +586,11 @@ fn policy(base: TokenStream, spec: Option<&RetrySpec>, timeout: Option<attr::Dur
 /// at the attribute. The binder (`for<'..>`, naming nothing) keeps rustc
 /// from rejecting a false bound on concrete types at the impl itself; code
 /// elsewhere that uses such a saga fails too, citing the same type.
-fn thread_safe_bounds(saga: &Saga, outputs: &[syn::Ident], input: &syn::Ident) -> TokenStream {
+fn thread_safe_bounds(saga: &Saga, outputs: &[syn::Ident], input: &TokenStream) -> TokenStream {
     let outputs = saga.steps.iter().zip(outputs).map(|(step, alias)| {
         let alias = respan(alias.to_token_stream(), output_span(&step.sig));
         quote!(for<'__saga_bound> #alias: ::saga::__private::ThreadSafe,)
     });
-    let input_span = saga
-        .args
-        .input
-        .as_ref()
-        .map_or_else(Span::call_site, |t| t.span());
-    let input = respan(input.to_token_stream(), input_span);
     quote! {
         #( #outputs )*
         for<'__saga_bound> #input: ::saga::__private::ThreadSafeInput,
@@ -619,12 +598,41 @@ fn thread_safe_bounds(saga: &Saga, outputs: &[syn::Ident], input: &syn::Ident) -
     }
 }
 
+/// Where a method's return type is written.
+fn ret_span(sig: &Signature) -> Span {
+    sig.ret.map_or_else(Span::call_site, Spanned::span)
+}
+
 /// Where a step's output type is written (or its return type, for an alias
 /// that hides it).
 fn output_span(sig: &Signature) -> Span {
-    sig.output_type().map_or_else(
-        || sig.ret.map_or_else(Span::call_site, |r| r.span()),
-        |t| t.span(),
+    sig.output_type()
+        .map_or_else(|| ret_span(sig), Spanned::span)
+}
+
+/// Where a method's error type is written (or its return type, for an
+/// alias that hides it).
+fn error_span(sig: &Signature) -> Span {
+    sig.error_type()
+        .map_or_else(|| ret_span(sig), Spanned::span)
+}
+
+/// The call of a step or compensation, whose future must be `Send`.
+fn call(method: &syn::Ident, args: impl Iterator<Item = TokenStream>) -> TokenStream {
+    quote_spanned!(method.span()=>
+        ::saga::__private::assert_send_future(self.#method(#(#args),*)).await
+    )
+}
+
+/// `__saga_result` as the runtime's result, its error classified, spanned
+/// at the method's error type, where an error type the runtime cannot take
+/// is reported.
+fn into_step_result(sig: &Signature) -> TokenStream {
+    quote_spanned!(error_span(sig)=>
+        ::saga::__private::into_step_result(
+            (&&::saga::__private::ErrorProbe::of(&__saga_result)).saga_unbox(__saga_result),
+            |__saga_error| (&&::saga::__private::Classifier(__saga_error)).saga_retryable(),
+        )
     )
 }
 
@@ -633,26 +641,23 @@ fn output_span(sig: &Signature) -> Span {
 /// dispatches through fallbacks instead of repeating the bound (see
 /// `saga::__private::Codec`). Error types are checked where they are
 /// converted, in the run and compensate arms, spanned at each error type.
-fn static_checks(saga: &Saga, input_alias: &syn::Ident) -> TokenStream {
+fn static_checks(saga: &Saga, input: &TokenStream) -> TokenStream {
     let checks = saga.steps.iter().map(|step| {
         let out = output_type(&step.sig);
         let span = output_span(&step.sig);
         quote_spanned!(span=>
             ::saga::__private::assert_send_sync::<#out>();
             ::saga::__private::assert_log(
-                (&&::saga::__private::OutputProbe::<#out>::NEW).saga_log_check(),
+                (&&::saga::__private::Codec::<#out>::NEW).saga_log_check(),
             );
         )
     });
     // Through the alias, so that an input type that does not resolve is
     // reported only where it is written.
-    let input = saga.args.input.as_ref().map(|input| {
-        let alias = respan(input_alias.to_token_stream(), input.span());
-        quote_spanned!(input.span()=>
-            ::saga::__private::assert_input_send_sync::<#alias>();
-            ::saga::__private::assert_input_log::<#alias>();
-        )
-    });
+    let input = quote_spanned!(input.span()=>
+        ::saga::__private::assert_input_send_sync::<#input>();
+        ::saga::__private::assert_input_log::<#input>();
+    );
     quote! {
         #[allow(dead_code)]
         fn __saga_static_checks() {
@@ -662,15 +667,6 @@ fn static_checks(saga: &Saga, input_alias: &syn::Ident) -> TokenStream {
             #input
         }
     }
-}
-
-/// Where a method's error type is written (or its return type, for an
-/// alias that hides it).
-fn error_span(sig: &Signature) -> Span {
-    sig.error_type().map_or_else(
-        || sig.ret.map_or_else(Span::call_site, |r| r.span()),
-        |t| t.span(),
-    )
 }
 
 /// FNV-1a over the parts of the definition a saga log depends on: names,

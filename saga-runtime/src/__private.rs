@@ -258,49 +258,41 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> LogInput for T {}
 pub fn assert_input_log<T: LogInput>() {}
 
 /// Compile-time check that a step output can be stored in the saga log and
-/// read back, given the [`LogCheck`] that [`OutputProbe`] returns for it.
+/// read back, given the [`LogCheck`] that [`Codec`] returns for it.
 pub fn assert_log<T: LogSerialize + LogDeserialize>(_: LogCheck<T>) {}
 
-/// Autoref specialization for the static checks of an output:
-/// `(&&OutputProbe::<T>::NEW).saga_log_check()` is `LogCheck<T>`, whose
-/// serde impls [`assert_log`] checks, if `T` is [`ThreadSafe`], and
-/// `LogCheck<()>` otherwise. An output that is not thread-safe (an `Rc`,
-/// which serde also rejects without its `rc` feature) is then reported once,
-/// by [`assert_send_sync`], and its serde impls only once it is.
-pub struct OutputProbe<T>(PhantomData<T>);
-
-impl<T> OutputProbe<T> {
-    /// The probe.
-    pub const NEW: Self = OutputProbe(PhantomData);
-}
-
-/// The output whose serde impls [`assert_log`] checks.
+/// The output whose serde impls [`assert_log`] checks:
+/// `(&&Codec::<T>::NEW).saga_log_check()` is `LogCheck<T>` if `T` is
+/// [`ThreadSafe`], and `LogCheck<()>` otherwise. An output that is not
+/// thread-safe (an `Rc`, which serde also rejects without its `rc` feature)
+/// is then reported once, by [`assert_send_sync`], and its serde impls only
+/// once it is.
 pub struct LogCheck<T>(PhantomData<T>);
 
-/// The arm of [`OutputProbe`] for a thread-safe output.
+/// The arm of [`Codec`] for a thread-safe output's [`LogCheck`].
 pub trait ViaThreadSafe<T> {
     /// `LogCheck<T>`.
     fn saga_log_check(&self) -> LogCheck<T>;
 }
 
-impl<T: ThreadSafe> ViaThreadSafe<T> for &OutputProbe<T> {
+impl<T: ThreadSafe> ViaThreadSafe<T> for &Codec<'_, T> {
     fn saga_log_check(&self) -> LogCheck<T> {
         LogCheck(PhantomData)
     }
 }
 
-/// The arm of [`OutputProbe`] for an output already reported as not
-/// thread-safe.
+/// The arm of [`Codec`] for an output already reported as not thread-safe.
 pub trait NotThreadSafe {
     /// `LogCheck<()>`, which passes.
     fn saga_log_check(&self) -> LogCheck<()>;
 }
 
-impl<T> NotThreadSafe for OutputProbe<T> {
+impl<T> NotThreadSafe for Codec<'_, T> {
     fn saga_log_check(&self) -> LogCheck<()> {
         LogCheck(PhantomData)
     }
 }
+
 /// Compile-time check that a step output can be shared across threads.
 pub fn assert_send_sync<T: ?Sized + ThreadSafe>() {}
 /// Compile-time check that the saga's input can be shared across threads.
@@ -380,11 +372,19 @@ pub fn clone_output<T: CloneOutput>(value: &T) -> T {
 /// same missing impl would be reported again at every place the macro uses
 /// it, pointing at the attribute instead of the type.
 ///
+/// The static checks use it too, to check an output's serde impls only if
+/// it is thread-safe ([`LogCheck`]).
+///
 /// The outputs struct's `Debug` goes one level further:
 /// `(&&&Codec(Some(&output))).saga_debug()` is the output's own `Debug` if
 /// it has one ([`ViaDebug`]), and its JSON otherwise, so that outputs need
 /// not be `Debug`.
 pub struct Codec<'a, T>(pub Option<&'a T>);
+
+impl<T> Codec<'_, T> {
+    /// The codec of the type `T`, without a value.
+    pub const NEW: Self = Codec(None);
+}
 
 /// The `Debug` arm of [`Codec`], for the outputs struct's `Debug`.
 pub trait ViaDebug {
