@@ -479,33 +479,47 @@ async fn a_member_failing_for_good_ends_a_sibling_retried_forever() {
     assert_eq!(saga.attempts.lock().unwrap().len(), 2);
 }
 
+/// The racing sagas' `quick`: refuses for good.
+fn refused() -> StepError {
+    saga::permanent(std::io::Error::other("refused"))
+}
+
+/// The racing sagas' `slow`: takes effect, then answers a second later.
+async fn slow(effects: &support::Calls, input: u32) -> Result<u32, StepError> {
+    effects.push(format!("slow {input}"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(input)
+}
+
+/// The racing sagas' `undo_slow`.
+fn undo_slow(effects: &support::Calls, slow: u32) -> Result<(), StepError> {
+    effects.push(format!("undo slow {slow}"));
+    Ok(())
+}
+
 /// `quick` refuses for good at once; `slow` takes effect, then answers a
-/// second later. Effects outlive a crash (they are the world's).
+/// second later. Effects outlive a crash (they are the world's): one saga
+/// serves the crashed run and the recovered one.
+#[derive(Default)]
 pub struct Race {
-    effects: Arc<Mutex<Vec<String>>>,
+    effects: support::Calls,
 }
 
 #[saga(input = u32, concurrent)]
 impl Race {
     #[step(compensate = undo_quick)]
     async fn quick(&self) -> Result<u32, StepError> {
-        Err(saga::permanent(std::io::Error::other("refused")))
+        Err(refused())
     }
     async fn undo_quick(&self) -> Result<(), StepError> {
         Ok(())
     }
     #[step(compensate = undo_slow)]
     async fn slow(&self, input: &u32) -> Result<u32, StepError> {
-        self.effects.lock().unwrap().push(format!("slow {input}"));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok(*input)
+        slow(&self.effects, *input).await
     }
     async fn undo_slow(&self, slow: &u32) -> Result<(), StepError> {
-        self.effects
-            .lock()
-            .unwrap()
-            .push(format!("undo slow {slow}"));
-        Ok(())
+        undo_slow(&self.effects, *slow)
     }
     #[step(pivot)]
     async fn finish(&self, quick: &u32, slow: &u32) -> Result<u32, StepError> {
@@ -518,21 +532,15 @@ impl Race {
 /// (it runs it again, same key) before rolling back, and undoes it.
 #[tokio::test(start_paused = true)]
 async fn a_crash_while_a_sibling_of_a_failed_member_runs_undoes_that_sibling_too() {
-    let effects = Arc::new(Mutex::new(Vec::new()));
     // created (0), two starts (1, 2), quick gave up (3), slow succeeded (4):
     // crash before 4.
-    let saga = Arc::new(Race {
-        effects: Arc::clone(&effects),
-    });
-    let (durable, _) = support::crashed_before(saga, 7, SagaOptions::new(), 4).await;
-    assert_eq!(*effects.lock().unwrap(), ["slow 7"]);
-    let saga = Arc::new(Race {
-        effects: Arc::clone(&effects),
-    });
-    let second = support::restarted(&durable, saga).await;
+    let saga = Arc::new(Race::default());
+    let (durable, _) = support::crashed_before(Arc::clone(&saga), 7, SagaOptions::new(), 4).await;
+    assert_eq!(saga.effects.all(), ["slow 7"]);
+    let second = support::restarted(&durable, Arc::clone(&saga)).await;
     let report = second.recover().await.unwrap();
     assert_eq!(report.compensated, 1, "{report:?}");
-    let effects = effects.lock().unwrap().clone();
+    let effects = saga.effects.all();
     assert!(
         effects.contains(&"undo slow 7".to_string()),
         "slow's effect was left in place: {effects:?}"
@@ -542,26 +550,24 @@ async fn a_crash_while_a_sibling_of_a_failed_member_runs_undoes_that_sibling_too
 /// `quick` refuses for good at once; `flaky` times out once, then refuses
 /// for good (it gave up, its outcome flagged unknown); `slow` is running at
 /// the crash.
+#[derive(Default)]
 pub struct Race2 {
-    effects: Arc<Mutex<Vec<String>>>,
+    effects: support::Calls,
 }
 
 #[saga(input = u32, concurrent)]
 impl Race2 {
     #[step(compensate = undo_quick)]
     async fn quick(&self) -> Result<u32, StepError> {
-        Err(saga::permanent(std::io::Error::other("refused")))
+        Err(refused())
     }
     async fn undo_quick(&self) -> Result<(), StepError> {
         Ok(())
     }
     #[step(compensate = undo_flaky, retry(attempts = 2, backoff = none, timeout = "100ms"))]
     async fn flaky(&self, cx: &StepContext) -> Result<u32, StepError> {
-        let n = {
-            let mut e = self.effects.lock().unwrap();
-            e.push(format!("flaky attempt {}", cx.attempt()));
-            e.iter().filter(|s| s.starts_with("flaky attempt")).count()
-        };
+        self.effects.push(format!("flaky attempt {}", cx.attempt()));
+        let n = flaky_calls(&self.effects.all());
         if n == 1 {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
@@ -572,21 +578,15 @@ impl Race2 {
         Err(saga::permanent(std::io::Error::other("flaky refused")))
     }
     async fn undo_flaky(&self) -> Result<(), StepError> {
-        self.effects.lock().unwrap().push("undo flaky".into());
+        self.effects.push("undo flaky");
         Ok(())
     }
     #[step(compensate = undo_slow)]
     async fn slow(&self, input: &u32) -> Result<u32, StepError> {
-        self.effects.lock().unwrap().push(format!("slow {input}"));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok(*input)
+        slow(&self.effects, *input).await
     }
     async fn undo_slow(&self, slow: &u32) -> Result<(), StepError> {
-        self.effects
-            .lock()
-            .unwrap()
-            .push(format!("undo slow {slow}"));
-        Ok(())
+        undo_slow(&self.effects, *slow)
     }
     #[step(pivot)]
     async fn finish(&self, quick: &u32, flaky: &u32, slow: &u32) -> Result<u32, StepError> {
@@ -594,29 +594,29 @@ impl Race2 {
     }
 }
 
+/// How many times `Race2::flaky` was called.
+fn flaky_calls(effects: &[String]) -> usize {
+    effects
+        .iter()
+        .filter(|s| s.starts_with("flaky attempt"))
+        .count()
+}
+
 #[tokio::test(start_paused = true)]
 async fn recovery_never_reruns_a_second_member_that_gave_up() {
-    let effects = Arc::new(Mutex::new(Vec::new()));
     // created, three starts, quick gave up, flaky failed (timed out),
     // flaky started again, flaky gave up (7): crash before slow's success.
     let point: u64 = 8;
-    let saga = Arc::new(Race2 {
-        effects: Arc::clone(&effects),
-    });
-    let (durable, _) = support::crashed_before(saga, 7, SagaOptions::new(), point).await;
-    let saga = Arc::new(Race2 {
-        effects: Arc::clone(&effects),
-    });
-    let second = support::restarted(&durable, saga).await;
+    let saga = Arc::new(Race2::default());
+    let (durable, _) =
+        support::crashed_before(Arc::clone(&saga), 7, SagaOptions::new(), point).await;
+    let second = support::restarted(&durable, Arc::clone(&saga)).await;
     let report = second.recover().await.unwrap();
     // `slow` ran again and was undone with the rest; `flaky` was not run.
     assert_eq!(report.compensated, 1, "{report:?}");
-    let effects = effects.lock().unwrap().clone();
+    let effects = saga.effects.all();
     assert!(effects.contains(&"undo slow 7".to_string()), "{effects:?}");
-    let flaky_calls = effects
-        .iter()
-        .filter(|s| s.starts_with("flaky attempt"))
-        .count();
+    let flaky_calls = flaky_calls(&effects);
     assert_eq!(flaky_calls, 2, "a step that gave up ran again: {effects:?}");
 }
 
@@ -677,11 +677,8 @@ impl saga::store::Store for LostAnswer {
 #[tokio::test(start_paused = true)]
 async fn a_store_error_in_a_recovered_rerun_halts_instead_of_rolling_back() {
     use saga::store::Store;
-    let effects = Arc::new(Mutex::new(Vec::new()));
-    let saga = Arc::new(Race {
-        effects: Arc::clone(&effects),
-    });
-    let (durable, id) = support::crashed_before(saga, 7, SagaOptions::new(), 4).await;
+    let saga = Arc::new(Race::default());
+    let (durable, id) = support::crashed_before(Arc::clone(&saga), 7, SagaOptions::new(), 4).await;
     let second = Runtime::builder()
         .store(LostAnswer {
             inner: durable.clone(),
@@ -689,16 +686,14 @@ async fn a_store_error_in_a_recovered_rerun_halts_instead_of_rolling_back() {
         .build()
         .await
         .unwrap();
-    second.register(Arc::new(Race {
-        effects: Arc::clone(&effects),
-    }));
+    second.register(Arc::clone(&saga));
     let report = second.recover().await.unwrap();
     // The run halted on the store's error: the saga is left running, for
     // the next recovery, not rolled back past `slow`'s logged success.
     assert_eq!(report.failed.len(), 1, "{report:?}");
     let stored = durable.load(id).await.unwrap().unwrap();
     assert_eq!(stored.summary.state, saga::log::SagaState::Running);
-    let effects = effects.lock().unwrap().clone();
+    let effects = saga.effects.all();
     assert!(
         !effects.iter().any(|e| e.starts_with("undo")),
         "{effects:?}"
@@ -707,8 +702,9 @@ async fn a_store_error_in_a_recovered_rerun_halts_instead_of_rolling_back() {
 
 /// `busy` fails retryably (its outcome known) and waits to retry; `quick`
 /// then refuses for good, which withdraws `busy`.
+#[derive(Default)]
 pub struct Race3 {
-    effects: Arc<Mutex<Vec<String>>>,
+    effects: support::Calls,
 }
 
 #[saga(input = u32, concurrent)]
@@ -716,14 +712,14 @@ impl Race3 {
     #[step(compensate = undo_quick)]
     async fn quick(&self) -> Result<u32, StepError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        Err(saga::permanent(std::io::Error::other("refused")))
+        Err(refused())
     }
     async fn undo_quick(&self) -> Result<(), StepError> {
         Ok(())
     }
     #[step(compensate = undo_busy, retry(attempts = 3, backoff = fixed("1s")))]
     async fn busy(&self) -> Result<u32, StepError> {
-        self.effects.lock().unwrap().push("busy".into());
+        self.effects.push("busy");
         Err(saga::retryable(std::io::Error::other("unavailable")))
     }
     async fn undo_busy(&self) -> Result<(), StepError> {
@@ -738,7 +734,6 @@ impl Race3 {
 #[tokio::test(start_paused = true)]
 async fn a_crash_after_a_sibling_was_withdrawn_still_rolls_back() {
     use saga::store::MemoryStore;
-    let effects = Arc::new(Mutex::new(Vec::new()));
     // Without a crash: compensated.
     {
         let rt = Runtime::builder()
@@ -746,24 +741,17 @@ async fn a_crash_after_a_sibling_was_withdrawn_still_rolls_back() {
             .build()
             .await
             .unwrap();
-        let h = rt.register(Arc::new(Race3 {
-            effects: Arc::new(Mutex::new(Vec::new())),
-        }));
+        let h = rt.register(Arc::new(Race3::default()));
         let outcome = h.start(7).await.unwrap().outcome().await.unwrap();
         assert!(outcome.is_compensated(), "{outcome:?}");
     }
-    let saga = Arc::new(Race3 {
-        effects: Arc::clone(&effects),
-    });
-    let (durable, _) = support::crashed_before(saga, 7, SagaOptions::new(), 5).await;
-    let saga = Arc::new(Race3 {
-        effects: Arc::clone(&effects),
-    });
-    let second = support::restarted(&durable, saga).await;
+    let saga = Arc::new(Race3::default());
+    let (durable, _) = support::crashed_before(Arc::clone(&saga), 7, SagaOptions::new(), 5).await;
+    let second = support::restarted(&durable, Arc::clone(&saga)).await;
     let report = second.recover().await.unwrap();
     assert_eq!(report.compensated, 1, "{report:?}");
     // `busy` answered "unavailable" and was withdrawn: not run again.
-    assert_eq!(effects.lock().unwrap().len(), 1);
+    assert_eq!(saga.effects.all().len(), 1);
 }
 
 /// `hang` times out (at first) or refuses for good (once told to); `busy`
@@ -779,7 +767,7 @@ impl StuckPair {
     async fn hang(&self) -> Result<u32, StepError> {
         self.calls.lock().unwrap().push("hang");
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(saga::permanent(std::io::Error::other("refused")));
+            return Err(refused());
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok(1)

@@ -326,10 +326,7 @@ pub enum Error {
     /// Options gave a retry policy that could never work: zero attempts
     /// (`RetryPolicy::attempts(0)`), or a timeout of zero. The attributes
     /// refuse the same at compile time.
-    #[error("saga `{saga}`: the retry policy given for {} `{name}` is refused: {reason}", match is {
-        crate::Phase::Forward => "step",
-        crate::Phase::Compensation => "compensation",
-    })]
+    #[error("saga `{saga}`: the retry policy given for {} `{name}` is refused: {reason}", crate::outcome::noun(*is))]
     InvalidRetryPolicy {
         /// The saga's name.
         saga: &'static str,

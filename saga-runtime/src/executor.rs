@@ -214,6 +214,18 @@ enum Stop {
     Withdrawn,
 }
 
+impl Stop {
+    /// A step gave up: unresolved if its outcome is unknown and it may not
+    /// be rolled back without it (see [`unresolved_if_unknown`]).
+    fn gave_up(failure: Failure, unresolved: bool) -> Stop {
+        if unresolved {
+            Stop::Unresolved(failure)
+        } else {
+            Stop::Failed(failure)
+        }
+    }
+}
+
 impl From<Error> for Box<Stop> {
     fn from(e: Error) -> Box<Stop> {
         Box::new(Stop::Journal(e))
@@ -235,13 +247,17 @@ enum Halt {
 }
 
 impl Halt {
-    /// A step failed for good: before the pivot the saga rolls back, after
-    /// it the saga is stuck (what is done cannot be undone).
-    fn failed(failure: Failure, past_pivot: bool) -> Halt {
-        if past_pivot {
-            Halt::Stuck(failure)
-        } else {
-            Halt::RollBack(Cause::StepFailed(failure))
+    /// Where forward work goes after `stop`. A step that failed for good
+    /// before the pivot rolls the saga back; after it, the saga is stuck
+    /// (what is done cannot be undone), as it is on an unresolved step.
+    fn of(stop: Stop, past_pivot: bool) -> Halt {
+        match stop {
+            Stop::Journal(e) => Halt::Journal(e),
+            Stop::Failed(failure) if past_pivot => Halt::Stuck(failure),
+            Stop::Failed(failure) => Halt::RollBack(Cause::StepFailed(failure)),
+            Stop::Unresolved(failure) => Halt::Stuck(failure),
+            Stop::Interrupted(cause) => Halt::RollBack(cause),
+            Stop::Withdrawn => unreachable!("a group returns a member's own stop"),
         }
     }
 }
@@ -291,10 +307,8 @@ impl<S: Saga> Run<'_, S> {
                     let past_pivot = S::definition().steps()[..step]
                         .iter()
                         .any(|s| s.kind() == StepKind::Pivot);
-                    Err(Box::new(match unresolved {
-                        true => Halt::Stuck(failure),
-                        false => Halt::failed(failure, past_pivot),
-                    }))
+                    let stop = Stop::gave_up(failure, unresolved);
+                    Err(Box::new(Halt::of(stop, past_pivot)))
                 }
                 Position::Rollback(at) => Err(Box::new(Halt::Resume(at))),
             };
@@ -350,38 +364,15 @@ impl<S: Saga> Run<'_, S> {
                     && !past_pivot
                     && !(i..end).any(|j| {
                         unknown_of(at, j)
-                            && steps[j].kind() != StepKind::Readonly
+                            && unresolved_if_unknown(S::definition(), j, past_pivot)
                             && !S::__has_output(state, j)
                     })
                 {
                     return Err(Box::new(Halt::RollBack(cause)));
                 }
-                let recovered = at.and_then(|at| Some((at.gave_up.as_ref()?, &at.rerun)));
-                let stop = if let Some((gave_up, rerun)) = recovered {
-                    let attempt_of = |j| attempt_of(at, j, first, attempt);
-                    let unknown_of = |j| unknown_of(at, j);
-                    let group = self.forward_group(
-                        i..end,
-                        state,
-                        past_pivot,
-                        attempt_of,
-                        unknown_of,
-                        Some(rerun),
-                    );
-                    let stop = Box::pin(group).await;
-                    // One the rerun left unresolved decides, and a log that
-                    // cannot be written halts the run; otherwise the member
-                    // that gave up decides.
-                    Some(match stop {
-                        Some(stop) if matches!(*stop, Stop::Unresolved(_) | Stop::Journal(_)) => {
-                            stop
-                        }
-                        _ => Box::new(match gave_up.unresolved {
-                            true => Stop::Unresolved(gave_up.failure.clone()),
-                            false => Stop::Failed(gave_up.failure.clone()),
-                        }),
-                    })
-                } else if end - i == 1 {
+                // A member that gave up before a crash (recovered) implies a
+                // sibling to rerun, so its group has several members.
+                let stop = if end - i == 1 && at.is_none_or(|at| at.gave_up.is_none()) {
                     // One step: awaited in place, no allocation.
                     match self
                         .forward(
@@ -403,18 +394,34 @@ impl<S: Saga> Run<'_, S> {
                 } else {
                     let attempt_of = |j| attempt_of(at, j, first, attempt);
                     let unknown_of = |j| unknown_of(at, j);
-                    let group =
-                        self.forward_group(i..end, state, past_pivot, attempt_of, unknown_of, None);
-                    Box::pin(group).await
+                    let gave_up = || at.and_then(|at| at.gave_up.as_ref());
+                    let rerun = gave_up().and(at).map(|at| &at.rerun[..]);
+                    let group = self.forward_group(
+                        i..end,
+                        state,
+                        past_pivot,
+                        attempt_of,
+                        unknown_of,
+                        rerun,
+                    );
+                    let stop = Box::pin(group).await;
+                    match gave_up() {
+                        // One the rerun left unresolved decides, and a log
+                        // that cannot be written halts the run; otherwise
+                        // the member that gave up decides.
+                        Some(gave_up)
+                            if !stop.as_deref().is_some_and(|stop| {
+                                matches!(stop, Stop::Unresolved(_) | Stop::Journal(_))
+                            }) =>
+                        {
+                            let failure = gave_up.failure.clone();
+                            Some(Box::new(Stop::gave_up(failure, gave_up.unresolved)))
+                        }
+                        _ => stop,
+                    }
                 };
                 if let Some(stop) = stop {
-                    return Err(Box::new(match *stop {
-                        Stop::Journal(e) => Halt::Journal(e),
-                        Stop::Failed(failure) => Halt::failed(failure, past_pivot),
-                        Stop::Unresolved(failure) => Halt::Stuck(failure),
-                        Stop::Interrupted(cause) => Halt::RollBack(cause),
-                        Stop::Withdrawn => unreachable!("a group returns a member's own stop"),
-                    }));
+                    return Err(Box::new(Halt::of(*stop, past_pivot)));
                 }
                 past_pivot |= steps[i..end].iter().any(|s| s.kind() == StepKind::Pivot);
                 attempt = 1;
@@ -603,10 +610,7 @@ impl<S: Saga> Run<'_, S> {
                 note!(self, failed);
                 if !will_retry {
                     let failure = failure(name(), None, Phase::Forward, &error, attempt);
-                    return Err(Box::new(match unresolved {
-                        true => Stop::Unresolved(failure),
-                        false => Stop::Failed(failure),
-                    }));
+                    return Err(Box::new(Stop::gave_up(failure, unresolved)));
                 }
                 let delay = policy.backoff_policy().delay(attempt, self.id.entropy());
                 // Boxed: retries are the cold path, and timers are large; the

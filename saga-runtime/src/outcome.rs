@@ -99,10 +99,7 @@ pub struct Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.compensation.unwrap_or(self.step);
-        let what = match self.phase {
-            Phase::Forward => "step",
-            Phase::Compensation => "compensation",
-        };
+        let what = noun(self.phase);
         let why = if self.retryable {
             "attempts exhausted"
         } else {
@@ -115,6 +112,14 @@ impl fmt::Display for Failure {
             if self.attempts == 1 { "" } else { "s" },
             self.error
         )
+    }
+}
+
+/// What a name of `phase` names, in messages: `step` or `compensation`.
+pub(crate) const fn noun(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Forward => "step",
+        Phase::Compensation => "compensation",
     }
 }
 
