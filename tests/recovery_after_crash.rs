@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use saga::log::Record;
 use saga::log::{CauseSnapshot, Entry, SagaState};
 use saga::prelude::*;
-use saga::store::{ListFilter, MemoryStore, SqliteStore, Store};
+use saga::store::{
+    BoxFuture, ListFilter, MemoryStore, SagaSummary, SqliteStore, Store, StoreError, StoredSaga,
+};
 use saga::testing::{CrashPoint, CrashingStore};
 use saga::{Ended, Error, Faults, RecoveryReport, SagaId};
 use tokio::sync::Semaphore;
@@ -237,48 +240,30 @@ struct FirstPageOnly {
 }
 
 impl Store for FirstPageOnly {
-    fn append(
-        &self,
-        records: Vec<saga::log::Record>,
-    ) -> saga::store::BoxFuture<'_, Result<(), saga::store::StoreError>> {
+    fn append(&self, records: Vec<Record>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.log.append(records)
     }
-    fn load(
-        &self,
-        id: SagaId,
-    ) -> saga::store::BoxFuture<'_, Result<Option<saga::store::StoredSaga>, saga::store::StoreError>>
-    {
+    fn load(&self, id: SagaId) -> BoxFuture<'_, Result<Option<StoredSaga>, StoreError>> {
         self.log.load(id)
     }
     fn unfinished_page(
         &self,
         after: Option<SagaId>,
         limit: usize,
-    ) -> saga::store::BoxFuture<'_, Result<Vec<saga::store::StoredSaga>, saga::store::StoreError>>
-    {
+    ) -> BoxFuture<'_, Result<Vec<StoredSaga>, StoreError>> {
         if self.pages.fetch_add(1, Ordering::SeqCst) == 0 {
             self.log.unfinished_page(after, limit)
         } else {
-            Box::pin(async { Err(saga::store::StoreError::Backend("the disk failed".into())) })
+            Box::pin(async { Err(StoreError::Backend("the disk failed".into())) })
         }
     }
-    fn list(
-        &self,
-        filter: ListFilter,
-    ) -> saga::store::BoxFuture<'_, Result<Vec<saga::store::SagaSummary>, saga::store::StoreError>>
-    {
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<SagaSummary>, StoreError>> {
         self.log.list(filter)
     }
-    fn prune(
-        &self,
-        before_ms: u64,
-    ) -> saga::store::BoxFuture<'_, Result<u64, saga::store::StoreError>> {
+    fn prune(&self, before_ms: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.log.prune(before_ms)
     }
-    fn release(
-        &self,
-        id: SagaId,
-    ) -> saga::store::BoxFuture<'_, Result<(), saga::store::StoreError>> {
+    fn release(&self, id: SagaId) -> BoxFuture<'_, Result<(), StoreError>> {
         self.released.lock().unwrap().push(id);
         Box::pin(async { Ok(()) })
     }

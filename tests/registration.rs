@@ -2,6 +2,8 @@
 //! through it use the services it was made with, durably when the runtime
 //! has a store, without a lookup per run.
 
+mod support;
+
 use std::sync::Arc;
 
 use saga::log::SagaState;
@@ -73,11 +75,7 @@ async fn a_handle_on_a_saga_never_registered_is_refused() {
 #[tokio::test]
 async fn runs_through_a_handle_are_logged_like_any_other() {
     let store = MemoryStore::new();
-    let runtime = Runtime::builder()
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
+    let runtime = support::logging_to(store.clone()).await;
     let tagged = runtime.register(Arc::new(Tagged { tag: "a" }));
     let ran = SagaId::new();
     let options = SagaOptions::new().id(ran);
@@ -157,11 +155,7 @@ async fn registering_another_type_under_a_taken_name_panics_naming_both_and_the_
 #[tokio::test]
 async fn try_register_refuses_another_type_under_a_taken_name_and_changes_nothing() {
     let store = MemoryStore::new();
-    let runtime = Runtime::builder()
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
+    let runtime = support::logging_to(store.clone()).await;
     runtime.try_register(Arc::new(Tagged { tag: "a" })).unwrap();
     match runtime.try_register(Arc::new(other::Tagged)) {
         Err(Error::NameTaken {

@@ -2,6 +2,8 @@
 //! starts one saga: a second start under it, while the first runs or after
 //! it ended, is refused as `Error::AlreadyStarted`, and nothing is written.
 
+mod support;
+
 use std::sync::Arc;
 
 use saga::prelude::*;
@@ -26,11 +28,7 @@ impl Gated {
 #[tokio::test]
 async fn a_second_start_under_one_id_is_refused_while_it_runs_and_after() {
     let store = MemoryStore::new();
-    let runtime = Runtime::builder()
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
+    let runtime = support::logging_to(store.clone()).await;
     let saga = Arc::new(Gated {
         gate: Notify::new(),
     });

@@ -61,8 +61,7 @@ impl SlowReply {
 
 async fn run(slow_attempts: u32, faults: Faults) -> (Arc<SlowReply>, Outcome<SlowReplyOutputs>) {
     let saga = SlowReply::new(slow_attempts);
-    let runtime = Runtime::builder().build().await.unwrap();
-    runtime.register(Arc::clone(&saga));
+    let runtime = support::runtime_with(&saga).await;
     let outcome = runtime
         .run_with::<SlowReply>((), SagaOptions::new().faults(faults))
         .await
@@ -189,8 +188,7 @@ impl FlakyAfterEffect {
 #[tokio::test(start_paused = true)]
 async fn a_retryable_error_after_a_lost_reply_does_not_roll_the_saga_back() {
     let saga = FlakyAfterEffect::new(4);
-    let runtime = Runtime::builder().build().await.unwrap();
-    runtime.register(Arc::clone(&saga));
+    let runtime = support::runtime_with(&saga).await;
     let outcome = runtime.run::<FlakyAfterEffect>(()).await.unwrap();
     // "Unavailable" says nothing of the first call, whose effect happened:
     // when the attempts run out, the saga is stuck, not rolled back.
@@ -257,11 +255,7 @@ async fn an_attempt_whose_start_record_was_lost_is_not_rolled_back() {
     // created (0), hold started (1): crash before 1; the step runs anyway.
     let durable = MemoryStore::new();
     let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(1));
-    let first = Runtime::builder()
-        .store(crashing.clone())
-        .build()
-        .await
-        .unwrap();
+    let first = support::logging_to(crashing.clone()).await;
     let before = FlakyAfterEffect::new(0);
     first.register(Arc::clone(&before));
     let handle = first.start::<FlakyAfterEffect>(()).await.unwrap();
@@ -365,11 +359,7 @@ async fn an_operator_marks_an_unanswered_step_undone_and_the_saga_rolls_back() {
     }
 
     let store = MemoryStore::new();
-    let runtime = Runtime::builder()
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
+    let runtime = support::logging_to(store.clone()).await;
     let saga = Arc::new(TwoHolds {
         reserved: Mutex::new(Vec::new()),
         unreserved: Mutex::new(Vec::new()),
@@ -431,11 +421,7 @@ async fn a_crash_cut_step_that_gives_up_and_crashes_again_recovers_stuck() {
     // the process dies before `stuck` is durable (appends: started 0,
     // failed 1, stuck 2).
     let crashing2 = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(2));
-    let second = Runtime::builder()
-        .store(crashing2.clone())
-        .build()
-        .await
-        .unwrap();
+    let second = support::logging_to(crashing2.clone()).await;
     let mid = FlakyAfterEffect::after_first_call(100);
     second.register(Arc::clone(&mid));
     tokio::select! {
@@ -484,11 +470,7 @@ async fn marking_a_step_after_the_pivot_does_not_roll_back_past_it() {
     }
 
     let store = MemoryStore::new();
-    let runtime = Runtime::builder()
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
+    let runtime = support::logging_to(store.clone()).await;
     let saga = Arc::new(AfterPivot {
         unreserved: Mutex::new(0),
     });
@@ -554,11 +536,7 @@ async fn a_group_left_unresolved_recovers_as_it_ran() {
     };
     // Live, to completion: stuck.
     let store = MemoryStore::new();
-    let rt = Runtime::builder()
-        .store(store.clone())
-        .build()
-        .await
-        .unwrap();
+    let rt = support::logging_to(store.clone()).await;
     let live = rt.register(fresh()).run(()).await.unwrap();
     assert!(matches!(live, Outcome::Stuck(_)), "{live:?}");
     let id = handle_id(&store).await;

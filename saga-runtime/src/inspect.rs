@@ -51,12 +51,6 @@ impl StepStatus {
     }
 }
 
-/// How the graph draws [`StepStatus::UndoFailed`]: red like `failed`, with a
-/// thick dashed border like `unknown`'s, since the step's effect is still in
-/// place (the graph's other classes are defined with the definition's graph).
-const UNDO_FAILED_CLASS: &str =
-    "    classDef undo_failed fill:#ffcdd2,stroke:#b71c1c,stroke-width:3px,stroke-dasharray:6 3\n";
-
 /// What ends a value cut short in the table.
 const CUT: char = '…';
 
@@ -182,9 +176,17 @@ impl Inspection {
         view
     }
 
+    /// The status of the step named `step`.
+    fn slot(&mut self, step: &str) -> Option<&mut StepStatus> {
+        self.steps
+            .iter_mut()
+            .find(|(name, _)| name == step)
+            .map(|(_, status)| status)
+    }
+
     fn status(&mut self, step: &str, status: StepStatus) {
-        if let Some(slot) = self.steps.iter_mut().find(|(name, _)| name == step) {
-            slot.1 = status;
+        if let Some(slot) = self.slot(step) {
+            *slot = status;
         }
     }
 
@@ -231,9 +233,10 @@ impl Inspection {
                     error.clone()
                 };
                 if !will_retry {
-                    let status = match outcome_unknown {
-                        true => StepStatus::Unknown,
-                        false => StepStatus::Failed,
+                    let status = if *outcome_unknown {
+                        StepStatus::Unknown
+                    } else {
+                        StepStatus::Failed
                     };
                     self.status(step, status);
                 }
@@ -251,10 +254,10 @@ impl Inspection {
                 (row.step, row.attempt) = (Some(step.clone()), Some(*attempt));
                 // The compensation is tried again (a resume): its step is
                 // done and being undone, no longer given up on.
-                if let Some(slot) = self.steps.iter_mut().find(|(n, _)| n == step)
-                    && slot.1 == StepStatus::UndoFailed
+                if let Some(slot) = self.slot(step)
+                    && *slot == StepStatus::UndoFailed
                 {
-                    slot.1 = StepStatus::Completed;
+                    *slot = StepStatus::Completed;
                 }
             }
             Entry::CompensationSucceeded { step, attempt } => {
@@ -307,10 +310,10 @@ impl Inspection {
                 // whose start the crash caught before it was durable shows
                 // as running, not as never started.
                 for name in running {
-                    if let Some(slot) = self.steps.iter_mut().find(|(n, _)| n == name)
-                        && slot.1 == StepStatus::Pending
+                    if let Some(slot) = self.slot(name)
+                        && *slot == StepStatus::Pending
                     {
-                        slot.1 = StepStatus::Running;
+                        *slot = StepStatus::Running;
                     }
                 }
             }
@@ -326,8 +329,9 @@ impl Inspection {
             self.name,
             self.state.as_str()
         );
-        if let Some(input) = &self.input {
-            let _ = writeln!(out, "input: {}", summarize(input));
+        let input = self.input.as_ref().map(summarize);
+        if let Some(input) = &input {
+            let _ = writeln!(out, "input: {input}");
         }
         let header = ["seq", "time (UTC)", "step", "attempt", "event", "detail"];
         let rows: Vec<[String; 6]> = self
@@ -368,7 +372,7 @@ impl Inspection {
             out.push('\n');
         }
         let cut = |text: &str| text.ends_with(CUT);
-        if self.input.as_ref().is_some_and(|i| cut(&summarize(i)))
+        if input.as_deref().is_some_and(cut)
             || self
                 .timeline
                 .iter()
@@ -391,9 +395,6 @@ impl Inspection {
             Some(def) => def.to_mermaid_with(|i| self.steps.get(i).map(|(_, s)| s.class())),
             None => "flowchart TD\n    damaged([the created record is damaged])\n".into(),
         };
-        if self.definition.is_some() {
-            out.push_str(UNDO_FAILED_CLASS);
-        }
         for row in self.timeline.iter().filter(|r| r.event == "recovered") {
             // A comment ends at the line's end: nothing read from the log
             // may end it early.

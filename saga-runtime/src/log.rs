@@ -225,17 +225,6 @@ pub enum Resumes {
     RollingBack,
 }
 
-impl Resumes {
-    /// The lower-case name, as stored.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Resumes::Forward => "forward",
-            Resumes::GaveUp => "gave_up",
-            Resumes::RollingBack => "rolling_back",
-        }
-    }
-}
-
 /// A retry policy a run set for one of its steps or compensations, in
 /// place of the one the saga declares.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -257,9 +246,9 @@ impl Entry {
             Entry::Compensated => Some(SagaState::Compensated),
             Entry::Stuck { .. } => Some(SagaState::Stuck),
             Entry::Created { .. } | Entry::Resumed => Some(SagaState::Running),
-            // Written only for a saga that is running, and it stays so (a
-            // store keeps its owner and state as they are).
-            Entry::Recovered { .. } => None,
+            // `Recovered` among them: written only for a saga that is
+            // running, and it stays so (a store keeps its owner and state
+            // as they are).
             _ => None,
         }
     }
@@ -405,6 +394,7 @@ impl DefinitionSnapshot {
             "    classDef completed fill:#c8e6c9,stroke:#2e7d32\n    \
              classDef failed fill:#ffcdd2,stroke:#c62828\n    \
              classDef unknown fill:#ffe0b2,stroke:#e65100,stroke-dasharray:4\n    \
+             classDef undo_failed fill:#ffcdd2,stroke:#b71c1c,stroke-width:3px,stroke-dasharray:6 3\n    \
              classDef compensated fill:#fff9c4,stroke:#f9a825\n    \
              classDef running fill:#bbdefb,stroke:#1565c0\n    \
              classDef pending fill:#eeeeee,stroke:#9e9e9e\n",

@@ -306,7 +306,7 @@ impl Runtime {
         input: S::Input,
         options: SagaOptions,
     ) -> Result<SagaHandle<S>, Error> {
-        self.start_saga(|| self.lookup::<S>(), input, options).await
+        self.start_saga(self.lookup::<S>()?, input, options).await
     }
 
     /// Runs a saga to its outcome on the calling task (no task is spawned;
@@ -330,15 +330,13 @@ impl Runtime {
         self.run_saga(|| self.lookup::<S>(), input, options)
     }
 
-    /// Starts a new saga on a task of its own; `saga` gives the services,
-    /// as in [`run_saga`](Self::run_saga).
+    /// Starts a new saga of `saga`'s services on a task of its own.
     async fn start_saga<S: Saga>(
         &self,
-        saga: impl FnOnce() -> Result<Arc<S>, Error>,
+        saga: Arc<S>,
         input: S::Input,
         options: SagaOptions,
     ) -> Result<SagaHandle<S>, Error> {
-        let saga = saga()?;
         let (id, plan, claim) = self.prepare::<S>(options)?;
         // Checked before the future is made: in memory, even awaiting one
         // that is at once ready costs every saga.
@@ -1097,7 +1095,7 @@ impl<S: Saga> Registered<S> {
         input: S::Input,
         options: SagaOptions,
     ) -> Result<SagaHandle<S>, Error> {
-        let saga = || Ok(Arc::clone(&self.saga));
+        let saga = Arc::clone(&self.saga);
         self.runtime.start_saga(saga, input, options).await
     }
 

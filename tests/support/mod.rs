@@ -1,5 +1,6 @@
 //! Helpers shared by the behaviour tests: a call log that sagas write to, an
-//! error type for steps to fail with, and a runtime with one saga registered.
+//! error type for steps to fail with, runtimes in memory and on a log, and
+//! a first process that crashes.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -64,12 +65,8 @@ pub async fn crashed_before<S: Saga>(
     use saga::testing::{CrashPoint, CrashingStore};
     let durable = saga::store::MemoryStore::new();
     let crashing = CrashingStore::new(durable.clone(), CrashPoint::BeforeDurable(point));
-    let runtime = Runtime::builder()
-        .store(crashing.clone())
-        .build()
+    let handle = logging_to(crashing.clone())
         .await
-        .expect("a runtime");
-    let handle = runtime
         .register(saga)
         .start_with(input, options)
         .await
@@ -84,11 +81,16 @@ pub async fn crashed_before<S: Saga>(
 
 /// The next process: a runtime on `log` with `saga` registered.
 pub async fn restarted<S: Saga>(log: &saga::store::MemoryStore, saga: Arc<S>) -> Runtime {
-    let runtime = Runtime::builder()
-        .store(log.clone())
-        .build()
-        .await
-        .expect("a runtime");
+    let runtime = logging_to(log.clone()).await;
     runtime.register(saga);
     runtime
+}
+
+/// A runtime that logs to `store`, with no saga registered yet.
+pub async fn logging_to(store: impl saga::store::Store) -> Runtime {
+    Runtime::builder()
+        .store(store)
+        .build()
+        .await
+        .expect("a runtime")
 }
