@@ -87,6 +87,13 @@ fn run_and_kill(bin: &Path, dir: &Path, extra: &[&str], after: Duration) -> bool
     running
 }
 
+/// A path for a test's data under the temp directory, with nothing there.
+fn empty_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("saga-transfer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 fn run(bin: &Path, dir: &Path, extra: &[&str]) -> Output {
     Command::new(bin)
         .args(args(dir, extra))
@@ -97,8 +104,7 @@ fn run(bin: &Path, dir: &Path, extra: &[&str]) -> Output {
 #[test]
 fn killed_and_crashed_runs_recover_to_a_whole_ledger() {
     let bin = transfer_binary();
-    let dir = std::env::temp_dir().join(format!("saga-transfer-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = empty_dir("kill");
 
     // A fresh run that aborts itself after 3,000 durable records.
     let crashed = run(&bin, &dir, &["--crash-after", "3000"]);
@@ -152,23 +158,11 @@ fn killed_and_crashed_runs_recover_to_a_whole_ledger() {
         "{out}\n{}",
         String::from_utf8_lossy(&last.stderr)
     );
-    let line = |name: &str| {
-        out.lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("no `{name}` in:\n{out}"))
-            .split_whitespace()
-            .last()
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert_eq!(line("invariant"), "holds", "{out}");
-    assert_eq!(line("unfinished"), "0", "{out}");
-    assert_eq!(line("stuck"), "0", "{out}");
-    assert_eq!(line("open holds"), "0", "{out}");
-    let ended: u64 = ["completed", "compensated", "rejected before start"]
-        .iter()
-        .map(|n| line(n).parse::<u64>().unwrap())
-        .sum();
+    assert_eq!(row(&out, "invariant"), "holds", "{out}");
+    assert_eq!(row(&out, "unfinished"), "0", "{out}");
+    assert_eq!(row(&out, "stuck"), "0", "{out}");
+    assert_eq!(row(&out, "open holds"), "0", "{out}");
+    let ended = ended(&out);
     assert_eq!(ended, 1200, "{out}");
 
     // The inspector reads one of them back.
@@ -197,8 +191,7 @@ fn killed_and_crashed_runs_recover_to_a_whole_ledger() {
 #[test]
 fn a_reader_that_goes_away_does_not_fail_the_run() {
     let bin = transfer_binary();
-    let dir = std::env::temp_dir().join(format!("saga-transfer-pipe-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = empty_dir("pipe");
     let mut child = Command::new(&bin)
         .args(["--accounts", "10", "--transfers", "50", "--data-dir"])
         .arg(&dir)
@@ -226,6 +219,14 @@ fn row(out: &str, name: &str) -> String {
         .to_string()
 }
 
+/// How many transfers a run's output says ended, one way or another.
+fn ended(out: &str) -> u64 {
+    ["completed", "compensated", "rejected before start"]
+        .iter()
+        .map(|n| row(out, n).parse::<u64>().unwrap())
+        .sum()
+}
+
 /// A fresh run on a data dir another run is using refuses, before it
 /// deletes anything; it used to delete the log and the banks under the
 /// live run, which then died ("no such table: sagas") with both runs'
@@ -233,8 +234,7 @@ fn row(out: &str, name: &str) -> String {
 #[test]
 fn a_fresh_run_refuses_a_data_dir_another_run_is_using() {
     let bin = transfer_binary();
-    let dir = std::env::temp_dir().join(format!("saga-transfer-busy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = empty_dir("busy");
     // Slow on purpose (lost replies wait out a step's timeout), never stuck.
     let flags = [
         "--accounts",
@@ -303,8 +303,7 @@ fn a_fresh_run_refuses_a_data_dir_another_run_is_using() {
 #[test]
 fn stuck_transfers_are_explained_and_resumed() {
     let bin = transfer_binary();
-    let dir = std::env::temp_dir().join(format!("saga-transfer-stuck-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = empty_dir("stuck");
     let with = |extra: &[&str]| {
         let mut command = Command::new(&bin);
         command
@@ -362,10 +361,7 @@ fn stuck_transfers_are_explained_and_resumed() {
     assert_eq!(row(&out, "stuck"), "0", "{out}");
     assert_eq!(row(&out, "open holds"), "0", "{out}");
     assert_eq!(row(&out, "invariant"), "holds", "{out}");
-    let ended: u64 = ["completed", "compensated", "rejected before start"]
-        .iter()
-        .map(|n| row(&out, n).parse::<u64>().unwrap())
-        .sum();
+    let ended = ended(&out);
     assert_eq!(ended, 20, "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -375,8 +371,7 @@ fn stuck_transfers_are_explained_and_resumed() {
 #[test]
 fn impossible_flags_are_refused_before_anything_is_made() {
     let bin = transfer_binary();
-    let base = std::env::temp_dir().join(format!("saga-transfer-flags-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    let base = empty_dir("flags");
     std::fs::create_dir_all(&base).unwrap();
     let file = base.join("afile");
     std::fs::write(&file, "not a directory").unwrap();

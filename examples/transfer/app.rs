@@ -194,11 +194,29 @@ pub const MAX_ACCOUNTS: u32 = 1_000_000;
 /// The most transfers in flight at once (`--concurrency`).
 pub const MAX_CONCURRENCY: usize = 100_000;
 
+/// Why a rate of 1 for each fault flag would never let a run end.
+pub const STEP_ERRORS_FOREVER: &str =
+    "every bank call would fail, and a transfer past its pivot retries its last step forever";
+/// See [`STEP_ERRORS_FOREVER`].
+pub const TIMEOUTS_FOREVER: &str =
+    "no bank call would ever be answered, so every transfer would end stuck";
+/// See [`STEP_ERRORS_FOREVER`].
+pub const COMPENSATION_ERRORS_FOREVER: &str = "a compensation that always fails is retried forever";
+
+/// `rate` if it is at least 0 and below 1; else `why` it could not be.
+pub fn below_one(rate: f64, why: &str) -> Result<f64, String> {
+    if (0.0..1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("`{rate}`: {why}; give a rate below 1"))
+    }
+}
+
 impl Config {
     /// Refuses what the run could not do, before anything is created or
-    /// deleted: counts out of range, rates that would never let it end, a
-    /// data directory that is a file, or nothing to recover.
-    pub fn check(&self) -> Result<(), String> {
+    /// deleted: counts out of range, rates that would never let it end, or
+    /// a data directory that is a file.
+    fn check(&self) -> Result<(), String> {
         if !(2..=MAX_ACCOUNTS).contains(&self.accounts) {
             return Err(format!(
                 "--accounts must be from 2 to {MAX_ACCOUNTS}, not {}",
@@ -211,14 +229,20 @@ impl Config {
                 self.concurrency
             ));
         }
-        for (flag, rate) in [
-            ("--step-error-rate", self.step_error_rate),
-            ("--timeout-rate", self.timeout_rate),
-            ("--compensation-error-rate", self.compensation_error_rate),
+        for (flag, rate, why) in [
+            (
+                "--step-error-rate",
+                self.step_error_rate,
+                STEP_ERRORS_FOREVER,
+            ),
+            ("--timeout-rate", self.timeout_rate, TIMEOUTS_FOREVER),
+            (
+                "--compensation-error-rate",
+                self.compensation_error_rate,
+                COMPENSATION_ERRORS_FOREVER,
+            ),
         ] {
-            if !(0.0..1.0).contains(&rate) {
-                return Err(format!("{flag} must be at least 0 and below 1, not {rate}"));
-            }
+            below_one(rate, why).map_err(|e| format!("{flag} {e}"))?;
         }
         if self.resume_stuck && !self.recover {
             return Err("--resume-stuck resumes an earlier run's stuck transfers: \
@@ -230,12 +254,6 @@ impl Config {
             return Err(format!(
                 "--data-dir {}: not a directory (it is a file; give a directory, \
                  which is made if missing)",
-                dir.display()
-            ));
-        }
-        if self.recover && !dir.exists() {
-            return Err(format!(
-                "nothing to recover in {}: no such directory (run without --recover first)",
                 dir.display()
             ));
         }
@@ -463,19 +481,10 @@ fn same_run(config: &Config) -> Result<(), String> {
     }
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        // A run by an earlier version of this example, which kept no key:
+        // A run by an earlier version of this example, which kept no key
+        // (`run_announced` refused a directory with no log either):
         // trusted as the flags say.
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound && log_path(&config.data_dir).is_file() =>
-        {
-            return record();
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "nothing to recover in {}: no earlier run there (run without --recover first)",
-                config.data_dir.display()
-            ));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return record(),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let earlier: RunKey =
@@ -594,8 +603,13 @@ pub async fn run_announced(
         // Checked before the log is opened, which would make one.
         let dir = &config.data_dir;
         if !dir.join("run.json").is_file() && !log_path(dir).is_file() {
+            let why = if dir.exists() {
+                "no earlier run there"
+            } else {
+                "no such directory"
+            };
             return Err(format!(
-                "nothing to recover in {}: no earlier run there (run without --recover first)",
+                "nothing to recover in {}: {why} (run without --recover first)",
                 dir.display()
             ));
         }
@@ -638,6 +652,8 @@ pub async fn run_announced(
         }
         summary.recovered = report.resumed() as u64;
     }
+    // Transfers (and resumed ones) in flight at once.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
     if config.resume_stuck {
         // Every stuck transfer, tried once more: the call that went
         // unanswered is made again under the same key, so a bank that acted
@@ -647,7 +663,6 @@ pub async fn run_announced(
             .await
             .map_err(|e| e.to_string())?;
         let mut resumes = tokio::task::JoinSet::new();
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
         for s in stuck {
             let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                 break;
@@ -668,7 +683,6 @@ pub async fn run_announced(
     let progress = Arc::new(progress);
     let ran = Arc::new(AtomicU64::new(0));
     let rejected = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(config.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..config.transfers {
         let request = request(config, n);

@@ -63,16 +63,16 @@ struct Cli {
     concurrency: usize,
     /// Chance that a bank call fails (retried; the last step is retried
     /// until it succeeds, so below 1).
-    #[arg(long, default_value_t = 0.02, value_parser = step_error_rate)]
+    #[arg(long, default_value_t = 0.02, value_parser = fault_rate(app::STEP_ERRORS_FOREVER))]
     step_error_rate: f64,
     /// Chance that a bank call takes effect but its reply is lost, so the
     /// step times out and is retried under the same key (below 1; a call
     /// left unanswered by all its attempts leaves its transfer stuck).
-    #[arg(long, default_value_t = 0.005, value_parser = timeout_rate)]
+    #[arg(long, default_value_t = 0.005, value_parser = fault_rate(app::TIMEOUTS_FOREVER))]
     timeout_rate: f64,
     /// Chance that a compensating call fails (retried until it succeeds, so
     /// below 1).
-    #[arg(long, default_value_t = 0.05, value_parser = compensation_error_rate)]
+    #[arg(long, default_value_t = 0.05, value_parser = fault_rate(app::COMPENSATION_ERRORS_FOREVER))]
     compensation_error_rate: f64,
     /// Abort the process once the saga log holds at least this many records
     /// (checked as appends become durable, so a batch may go past it).
@@ -106,34 +106,10 @@ fn rate(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A rate below 1, or `why` a rate of 1 would never let the run end.
-fn below_one(text: &str, why: &str) -> Result<f64, String> {
-    match rate(text)? {
-        r if r < 1.0 => Ok(r),
-        _ => Err(format!("`{text}`: {why}; give a rate below 1")),
-    }
-}
-
-/// `--step-error-rate`: `notify` is retried until it succeeds.
-fn step_error_rate(text: &str) -> Result<f64, String> {
-    below_one(
-        text,
-        "every bank call would fail, and a transfer past its pivot retries its last step forever",
-    )
-}
-
-/// `--timeout-rate`: a call never answered leaves its transfer stuck.
-fn timeout_rate(text: &str) -> Result<f64, String> {
-    below_one(
-        text,
-        "no bank call would ever be answered, so every transfer would end stuck",
-    )
-}
-
-/// `--compensation-error-rate`: compensations are retried until they
-/// succeed, so one that always fails would never let the run end.
-fn compensation_error_rate(text: &str) -> Result<f64, String> {
-    below_one(text, "a compensation that always fails is retried forever")
+/// A fault rate's parser: a rate below 1, or `why` 1 would never let the
+/// run end.
+fn fault_rate(why: &'static str) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
+    move |text| app::below_one(rate(text)?, why)
 }
 
 /// `println!` that does not panic when stdout is gone: a reader that went
@@ -207,9 +183,6 @@ async fn transfer(cli: Cli) -> Result<ExitCode, String> {
         data_dir: cli.data_dir.clone(),
         seed: cli.seed,
     };
-    // Refused before the first line is printed, and before anything in
-    // the data dir is made or deleted.
-    config.check()?;
     let bar = ProgressBar::new(config.transfers);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} transfers  {per_sec}  {msg}")
@@ -284,6 +257,12 @@ fn print_summary(s: &Summary, config: &Config) -> Result<(), String> {
     for (name, value) in rows {
         say!("{name:<24}{value:>20}");
     }
+    let inspect_command = |id: SagaId| {
+        format!(
+            "cargo run --release --example transfer -- --data-dir {} --inspect {id}",
+            config.data_dir.display()
+        )
+    };
     if s.stuck > 0 {
         say!(
             "\nstuck: {} transfers had a bank call that never answered within its attempts \
@@ -299,18 +278,11 @@ fn print_summary(s: &Summary, config: &Config) -> Result<(), String> {
             config.seed
         );
         if let Some(id) = s.stuck_example {
-            say!(
-                "inspect a stuck one: cargo run --release --example transfer -- --data-dir {} \
-                 --inspect {id}",
-                config.data_dir.display()
-            );
+            say!("inspect a stuck one: {}", inspect_command(id));
         }
     }
     if let Some(id) = s.example {
-        say!(
-            "\ninspect one: cargo run --release --example transfer -- --data-dir {} --inspect {id}",
-            config.data_dir.display()
-        );
+        say!("\ninspect one: {}", inspect_command(id));
     }
     Ok(())
 }

@@ -10,6 +10,15 @@ use saga_runtime::store::{PostgresStore, SqliteStore, Store};
 
 struct TempDir(PathBuf);
 
+impl TempDir {
+    /// A new, empty directory, removed when dropped.
+    fn new() -> TempDir {
+        let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        dir
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -45,22 +54,34 @@ fn definition() -> DefinitionSnapshot {
     }
 }
 
+/// A transfer's `created` record.
+fn created(input: serde_json::Value) -> Entry {
+    Entry::Created {
+        saga: "Transfer".into(),
+        fingerprint: 0xabc,
+        input,
+        definition: definition(),
+        deadline_ms: None,
+        retry: Vec::new(),
+    }
+}
+
+/// Appends `entries` to saga `id`'s log, one record each, from `seq`.
+async fn append(store: &dyn Store, id: SagaId, seq: u64, entries: Vec<Entry>) {
+    for (i, entry) in entries.into_iter().enumerate() {
+        store
+            .append(vec![Record::new(id, seq + i as u64, entry)])
+            .await
+            .unwrap();
+    }
+}
+
 /// One compensated transfer and one still running.
 async fn write_log(store: &dyn Store) -> (SagaId, SagaId) {
     let (undone, running) = (SagaId::new(), SagaId::new());
     for id in [undone, running] {
-        let created = Entry::Created {
-            saga: "Transfer".into(),
-            fingerprint: 0xabc,
-            input: serde_json::json!({ "from": 1, "to": 2, "amount": 500 }),
-            definition: definition(),
-            deadline_ms: None,
-            retry: Vec::new(),
-        };
-        store
-            .append(vec![Record::new(id, 0, created)])
-            .await
-            .unwrap();
+        let input = serde_json::json!({ "from": 1, "to": 2, "amount": 500 });
+        append(store, id, 0, vec![created(input)]).await;
     }
     let entries = vec![
         Entry::StepStarted {
@@ -97,27 +118,18 @@ async fn write_log(store: &dyn Store) -> (SagaId, SagaId) {
         },
         Entry::Compensated,
     ];
-    for (i, entry) in entries.into_iter().enumerate() {
-        store
-            .append(vec![Record::new(undone, i as u64 + 1, entry)])
-            .await
-            .unwrap();
-    }
+    append(store, undone, 1, entries).await;
     let started = Entry::StepStarted {
         step: "hold".into(),
         attempt: 1,
     };
-    store
-        .append(vec![Record::new(running, 1, started)])
-        .await
-        .unwrap();
+    append(store, running, 1, vec![started]).await;
     (undone, running)
 }
 
 #[tokio::test]
 async fn lists_shows_and_speaks_json() {
-    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new();
     let db = dir.0.join("sagas.db");
     let (undone, running) = write_log(&SqliteStore::open(&db).unwrap()).await;
 
@@ -174,20 +186,12 @@ async fn lists_shows_and_speaks_json() {
 
 #[tokio::test]
 async fn shows_a_recovery_after_a_crash() {
-    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new();
     let db = dir.0.join("sagas.db");
     let store = SqliteStore::open(&db).unwrap();
     let id = SagaId::new();
     let entries = vec![
-        Entry::Created {
-            saga: "Transfer".into(),
-            fingerprint: 0xabc,
-            input: serde_json::json!(500),
-            definition: definition(),
-            deadline_ms: None,
-            retry: Vec::new(),
-        },
+        created(serde_json::json!(500)),
         Entry::StepStarted {
             step: "hold".into(),
             attempt: 1,
@@ -205,12 +209,7 @@ async fn shows_a_recovery_after_a_crash() {
             compensating: vec![],
         },
     ];
-    for (seq, entry) in entries.into_iter().enumerate() {
-        store
-            .append(vec![Record::new(id, seq as u64, entry)])
-            .await
-            .unwrap();
-    }
+    append(&store, id, 0, entries).await;
     drop(store);
 
     let show = inspect(&db, &["show", &id.to_string()]);
@@ -237,8 +236,7 @@ async fn shows_a_recovery_after_a_crash() {
 /// as such, not as completed.
 #[tokio::test]
 async fn shows_whole_outputs_in_json_and_a_compensation_that_gave_up() {
-    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new();
     let db = dir.0.join("sagas.db");
     let store = SqliteStore::open(&db).unwrap();
     let id = SagaId::new();
@@ -247,14 +245,7 @@ async fn shows_whole_outputs_in_json_and_a_compensation_that_gave_up() {
         "rooms": [101, 102],
     });
     let entries = vec![
-        Entry::Created {
-            saga: "Transfer".into(),
-            fingerprint: 0xabc,
-            input: serde_json::json!(500),
-            definition: definition(),
-            deadline_ms: None,
-            retry: Vec::new(),
-        },
+        created(serde_json::json!(500)),
         Entry::StepStarted {
             step: "hold".into(),
             attempt: 1,
@@ -301,12 +292,7 @@ async fn shows_whole_outputs_in_json_and_a_compensation_that_gave_up() {
             },
         },
     ];
-    for (seq, entry) in entries.into_iter().enumerate() {
-        store
-            .append(vec![Record::new(id, seq as u64, entry)])
-            .await
-            .unwrap();
-    }
+    append(&store, id, 0, entries).await;
     drop(store);
 
     let json = inspect(&db, &["show", &id.to_string(), "--json"]);
@@ -394,8 +380,7 @@ async fn reads_a_postgresql_log_too() {
 /// write it).
 #[test]
 fn refuses_other_files_and_older_logs_without_touching_them() {
-    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new();
     let tables = |db: &Path| -> Vec<String> {
         let conn = rusqlite::Connection::open(db).unwrap();
         let mut stmt = conn
@@ -450,8 +435,7 @@ fn refuses_other_files_and_older_logs_without_touching_them() {
 /// number of milliseconds: pruning finished sagas older than it prunes none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_age_past_the_epoch_prunes_nothing_and_lists_everything() {
-    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new();
     let db = dir.0.join("sagas.db");
     let (undone, _) = write_log(&SqliteStore::open(&db).unwrap()).await;
     let huge = "18446744073709552s";
@@ -475,23 +459,18 @@ async fn an_age_past_the_epoch_prunes_nothing_and_lists_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_goes_away_ends_it_quietly() {
     use std::io::Read;
-    let dir = TempDir(std::env::temp_dir().join(format!("saga-inspect-{}", SagaId::new())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new();
     let db = dir.0.join("sagas.db");
     let store = SqliteStore::open(&db).unwrap();
     // Enough sagas that their list outgrows a pipe's buffer (64 KiB).
-    let appends = (0..1500).map(|_| {
-        let created = Entry::Created {
-            saga: "Transfer".into(),
-            fingerprint: 0xabc,
-            input: serde_json::json!(1),
-            definition: definition(),
-            deadline_ms: None,
-            retry: Vec::new(),
-        };
-        store.append(vec![Record::new(SagaId::new(), 0, created)])
-    });
-    for append in appends.collect::<Vec<_>>() {
+    // Enqueued at once, so that they are written in a few batches.
+    let appends: Vec<_> = (0..1500)
+        .map(|_| {
+            let record = Record::new(SagaId::new(), 0, created(serde_json::json!(1)));
+            store.append(vec![record])
+        })
+        .collect();
+    for append in appends {
         append.await.unwrap();
     }
     drop(store);
